@@ -1,0 +1,42 @@
+# The two commands of the README: `make test` and `make demo`. Both set everything up first.
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup test lint typecheck unit functional e2e demo bench protos clean
+
+setup:
+	@scripts/setup.sh
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+typecheck: setup
+	$(BIN)/mypy --strict src
+
+test: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src
+	$(BIN)/python -m pytest -ra tests/unit tests/functional tests/e2e
+
+unit: setup
+	$(BIN)/python -m pytest -ra tests/unit
+
+functional: setup
+	$(BIN)/python -m pytest -ra tests/functional
+
+e2e: setup
+	$(BIN)/python -m pytest -ra tests/e2e
+
+demo: setup
+	$(BIN)/vhostplug lab demo
+
+bench: setup
+	$(BIN)/python bench/cni_latency.py
+	$(BIN)/python bench/deviceplugin_allocate.py
+
+protos: setup
+	$(BIN)/python scripts/gen_protos.py
+
+clean:
+	-$(BIN)/vhostplug lab down
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,99 @@
+"""The `vhostplug` command line (typer). Each command imports what it needs inside its body, so `--help` stays fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="vhostplug: vhost-user interfaces for Kubernetes pods and KubeVirt VMs.", no_args_is_help=True)
+lab_app = typer.Typer(help="A local lab: private OVS-DPDK and the whole stack on one machine.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+# Commands owned by their packages (light modules: they import their machinery inside the command body).
+from vhostplug.agent import cli as _agent_cli  # noqa: E402
+from vhostplug.audit import cli as _audit_cli  # noqa: E402
+from vhostplug.kubevirt import cli as _kubevirt_cli  # noqa: E402
+
+app.command("agent")(_agent_cli.agent)
+app.command("kubevirt-sidecar")(_kubevirt_cli.kubevirt_sidecar)
+app.command("webhook")(_kubevirt_cli.webhook)
+app.command("audit")(_audit_cli.audit)
+app.command("migrate-mode")(_audit_cli.migrate_mode)
+
+
+@app.command("podinfo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+def podinfo(ctx: typer.Context) -> None:
+    """Find this pod's vhost-user / vDPA interfaces (see `vhostplug podinfo --help`)."""
+    from vhostplug.podinfo.main import main as podinfo_main
+
+    sys.exit(podinfo_main(list(ctx.args)))
+
+DEFAULT_LAB_DIR = Path("/run/vhostplug-lab")
+
+
+@lab_app.command("up")
+def lab_up(
+    run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
+    hugepages: bool = typer.Option(False, help="Use 2 MB hugepages instead of --no-huge."),
+) -> None:
+    """Start the private OVS-DPDK and the node agent (harmless when already up)."""
+    from vhostplug.lab.stack import lab_up as _up
+
+    status = _up(run_dir, hugepages=hugepages)
+    typer.echo(json.dumps(status, indent=2))
+
+
+@lab_app.command("status")
+def lab_status(
+    run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show what the lab runs."""
+    from vhostplug.lab.stack import lab_status as _status
+
+    status = _status(run_dir)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="vhostplug lab")
+    table.add_column("key")
+    table.add_column("value")
+    for k, v in status.items():
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
+@lab_app.command("down")
+def lab_down(run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state.")) -> None:
+    """Stop everything the lab started, also after a crash."""
+    from vhostplug.lab.stack import lab_down as _down
+
+    for line in _down(run_dir):
+        typer.echo(line)
+
+
+@lab_app.command("demo")
+def lab_demo(
+    run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    keep: bool = typer.Option(False, help="Leave the lab running afterwards."),
+) -> None:
+    """Run the whole stack end to end on this machine and report."""
+    from vhostplug.lab.demo import run_demo
+
+    sys.exit(run_demo(run_dir, json_out=json_out, keep=keep))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

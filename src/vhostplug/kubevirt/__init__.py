@@ -1,0 +1,1 @@
+"""KubeVirt integration: the network binding sidecar (hooks gRPC), the pure domain XML rewrite, and the webhook."""

@@ -1,0 +1,1 @@
+"""Kuryr / os-vif compatibility: Neutron vhostuser port bindings and os-vif VIFVHostUser objects -> attachments."""

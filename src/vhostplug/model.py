@@ -1,0 +1,132 @@
+"""Frozen value types shared by every part of vhostplug: modes, attachments, ports, limits."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: sun_path is 108 bytes including the terminating NUL.
+MAX_SOCKET_PATH = 107
+#: Linux IFNAMSIZ - 1.
+MAX_IFNAME = 15
+#: external_ids key that marks an OVS interface as made by vhostplug (value: the attachment key).
+EXTERNAL_ID_ATTACHMENT = "vhostplug-attachment"
+
+
+class Mode(enum.StrEnum):
+    """The role of the app / QEMU on the vhost-user socket (as in Neutron, os-vif and device-info).
+
+    ``server``: the app creates the socket, OVS connects (OVS port type ``dpdkvhostuserclient``).
+    ``client``: OVS creates the socket, the app connects (OVS port type ``dpdkvhostuser``, deprecated).
+    """
+
+    SERVER = "server"
+    CLIENT = "client"
+
+    @property
+    def ovs_type(self) -> str:
+        return "dpdkvhostuserclient" if self is Mode.SERVER else "dpdkvhostuser"
+
+    @classmethod
+    def from_ovs_type(cls, ovs_type: str) -> Mode:
+        if ovs_type == "dpdkvhostuserclient":
+            return cls.SERVER
+        if ovs_type == "dpdkvhostuser":
+            return cls.CLIENT
+        raise ValueError(f"not a vhost-user OVS interface type: {ovs_type!r}")
+
+
+def attachment_key(container_id: str, ifname: str) -> str:
+    """The key that names one attachment everywhere (OVSDB external_ids, GC keep lists)."""
+    return f"{container_id}/{ifname}"
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """One vhost-user interface of one container, as the dataplane must realise it."""
+
+    container_id: str
+    ifname: str
+    port_name: str
+    socket_dir: Path
+    socket_name: str
+    mode: Mode = Mode.SERVER
+    bridge: str = "br-vhost"
+    mac: str = ""
+    mtu: int | None = None
+    vlan: int | None = None
+    device_id: str | None = None
+    iface_id: str = ""
+    vm_uuid: str = ""
+    extra_ids: tuple[tuple[str, str], ...] = field(default=())
+
+    @property
+    def key(self) -> str:
+        return attachment_key(self.container_id, self.ifname)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.socket_dir / self.socket_name
+
+    def external_ids(self) -> dict[str, str]:
+        """Everything needed to rebuild this attachment from OVSDB alone (the agent keeps no database)."""
+        ids = {
+            EXTERNAL_ID_ATTACHMENT: self.key,
+            "vhostplug-container-id": self.container_id,
+            "vhostplug-ifname": self.ifname,
+            "vhostplug-mode": self.mode.value,
+            "vhostplug-socket": str(self.socket_path),
+            "iface-id": self.iface_id or self.key,
+            "iface-status": "active",
+        }
+        if self.device_id:
+            ids["vhostplug-device-id"] = self.device_id
+        if self.mac:
+            ids["attached-mac"] = self.mac
+        if self.vm_uuid:
+            ids["vm-uuid"] = self.vm_uuid
+        ids.update(dict(self.extra_ids))
+        return ids
+
+
+@dataclass(frozen=True)
+class VhostUserPort:
+    """A vhost-user interface as the dataplane reports it."""
+
+    name: str
+    bridge: str
+    ovs_type: str
+    socket_path: str
+    ofport: int | None
+    external_ids: dict[str, str]
+    status: dict[str, str]
+    mtu: int | None = None
+    vlan: int | None = None
+    link_state: str | None = None
+    statistics: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> Mode:
+        return Mode.from_ovs_type(self.ovs_type)
+
+    @property
+    def attachment_key(self) -> str | None:
+        return self.external_ids.get(EXTERNAL_ID_ATTACHMENT)
+
+    @property
+    def connected(self) -> bool:
+        return self.link_state == "up" or self.status.get("vhost-user-status") == "connected"
+
+
+@dataclass(frozen=True)
+class DataplaneHealth:
+    """Whether the dataplane can take attachments now, and why not."""
+
+    reachable: bool
+    dpdk_initialized: bool
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.reachable and self.dpdk_initialized
