@@ -22,8 +22,15 @@ def generate(out: Path) -> list[Path]:
     protos = sorted(PROTO.rglob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
     for p in protos:
-        args = ["protoc", f"-I{PROTO}", f"-I{include}", f"--python_out={out}", f"--pyi_out={out}",
-                f"--grpc_python_out={out}", str(p.relative_to(PROTO))]
+        args = [
+            "protoc",
+            f"-I{PROTO}",
+            f"-I{include}",
+            f"--python_out={out}",
+            f"--pyi_out={out}",
+            f"--grpc_python_out={out}",
+            str(p.relative_to(PROTO)),
+        ]
         if protoc.main(args) != 0:
             raise SystemExit(f"protoc failed for {p}")
     generated = []
@@ -38,13 +45,18 @@ def main() -> int:
     if "--check" in sys.argv:
         with tempfile.TemporaryDirectory() as tmp:
             files = generate(Path(tmp))
-            stale = [str(f) for f in files if not (SRC / f).exists() or not filecmp.cmp(Path(tmp) / f, SRC / f, shallow=False)]
+            stale = [
+                str(f)
+                for f in files
+                if not (SRC / f).exists() or not filecmp.cmp(Path(tmp) / f, SRC / f, shallow=False)
+            ]
         if stale:
             print("stale generated stubs (run `make protos`):\n  " + "\n  ".join(stale))
             return 1
         print(f"{len(files)} generated stubs match their .proto files")
         return 0
     import os
+
     os.chdir(ROOT)
     for f in generate(SRC):
         print(f"wrote src/{f}")

@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parent.parent
 def require_root() -> None:
     """Fail (not skip) when the test needs root: CI runs as root, so a skip would hide a broken setup."""
     if os.geteuid() != 0:
-        pytest.fail("this test needs root (network namespaces, mounts, OVS-DPDK); run `make test` as root", pytrace=False)
+        pytest.fail(
+            "this test needs root (network namespaces, mounts, OVS-DPDK); run `make test` as root", pytrace=False
+        )
 
 
 @pytest.fixture(scope="session")

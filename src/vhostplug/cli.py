@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -25,12 +24,15 @@ app.command("audit")(_audit_cli.audit)
 app.command("migrate-mode")(_audit_cli.migrate_mode)
 
 
-@app.command("podinfo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False)
+@app.command(
+    "podinfo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
+)
 def podinfo(ctx: typer.Context) -> None:
     """Find this pod's vhost-user / vDPA interfaces (see `vhostplug podinfo --help`)."""
     from vhostplug.podinfo.main import main as podinfo_main
 
     sys.exit(podinfo_main(list(ctx.args)))
+
 
 DEFAULT_LAB_DIR = Path("/run/vhostplug-lab")
 
@@ -82,7 +84,7 @@ def lab_down(run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the l
 @lab_app.command("demo")
 def lab_demo(
     run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     keep: bool = typer.Option(False, help="Leave the lab running afterwards."),
 ) -> None:
     """Run the whole stack end to end on this machine and report."""

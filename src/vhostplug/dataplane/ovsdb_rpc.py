@@ -82,7 +82,9 @@ def _scalar(v: Any) -> Any:
     return v
 
 
-def select(endpoint: str, table: str, where: list[Any] | None = None, columns: list[str] | None = None) -> list[dict[str, Any]]:
+def select(
+    endpoint: str, table: str, where: list[Any] | None = None, columns: list[str] | None = None
+) -> list[dict[str, Any]]:
     op: dict[str, Any] = {"op": "select", "table": table, "where": where or []}
     if columns is not None:
         op["columns"] = columns

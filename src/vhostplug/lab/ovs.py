@@ -340,8 +340,15 @@ class PrivateOvs:
             shutil.rmtree(self.dpdk_runtime_dir, ignore_errors=True)
             done.append(f"removed {self.dpdk_runtime_dir}")
         for name in (
-            "conf.db", ".conf.db.~lock~", "db.sock", "ovs-vswitchd.ctl", "ovsdb-server.ctl", "ovsdb-server.pid",
-            "ovs-vswitchd.pid", "ovs-vswitchd.log", "ovsdb-server.log",
+            "conf.db",
+            ".conf.db.~lock~",
+            "db.sock",
+            "ovs-vswitchd.ctl",
+            "ovsdb-server.ctl",
+            "ovsdb-server.pid",
+            "ovs-vswitchd.pid",
+            "ovs-vswitchd.log",
+            "ovsdb-server.log",
         ):
             p = self.run_dir / name
             if p.exists() or p.is_symlink():
@@ -357,4 +364,3 @@ class PrivateOvs:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
