@@ -1,0 +1,1 @@
+"""Functional tests of the KubeVirt binding with real libvirt, QEMU and OVS-DPDK."""
