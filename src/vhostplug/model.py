@@ -116,7 +116,12 @@ class VhostUserPort:
 
     @property
     def connected(self) -> bool:
-        return self.link_state == "up" or self.status.get("vhost-user-status") == "connected"
+        # OVS 3.x reports `status:status=connected` for vhost-user ports; older releases `vhost-user-status`
+        return (
+            self.link_state == "up"
+            or self.status.get("status") == "connected"
+            or self.status.get("vhost-user-status") == "connected"
+        )
 
 
 @dataclass(frozen=True)

@@ -46,7 +46,7 @@ def _log_tail(path: Path, lines: int = 25) -> str:
         return "(no log)"
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -71,7 +71,7 @@ def _read_pid(path: Path) -> int | None:
 def _kill_pidfile(pidfile: Path, expect: str, timeout: float = 10.0) -> int | None:
     """SIGTERM then SIGKILL the process named in ``pidfile`` if its command line contains ``expect``."""
     pid = _read_pid(pidfile)
-    if pid is None or not _pid_alive(pid):
+    if pid is None or not pid_alive(pid):
         return None
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
@@ -82,12 +82,12 @@ def _kill_pidfile(pidfile: Path, expect: str, timeout: float = 10.0) -> int | No
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and _pid_alive(pid):
+    while time.monotonic() < deadline and pid_alive(pid):
         time.sleep(0.05)
-    if _pid_alive(pid):
+    if pid_alive(pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        while _pid_alive(pid):
+        while pid_alive(pid):
             time.sleep(0.05)
     return pid
 
@@ -164,7 +164,7 @@ class PrivateOvs:
     def pids(self) -> tuple[int | None, int | None]:
         def alive(p: Path) -> int | None:
             pid = _read_pid(p)
-            return pid if pid is not None and _pid_alive(pid) else None
+            return pid if pid is not None and pid_alive(pid) else None
 
         return alive(self.ovsdb_pidfile), alive(self.vswitchd_pidfile)
 
@@ -285,9 +285,9 @@ class PrivateOvs:
     # -- restart (for tests of reconnects) ---------------------------------------------------------------------
     def kill_vswitchd(self, sig: int = signal.SIGKILL) -> None:
         pid = _read_pid(self.vswitchd_pidfile)
-        if pid and _pid_alive(pid):
+        if pid and pid_alive(pid):
             os.kill(pid, sig)
-            while _pid_alive(pid):
+            while pid_alive(pid):
                 time.sleep(0.05)
 
     def restart_vswitchd(self) -> None:
@@ -314,26 +314,42 @@ class PrivateOvs:
             return []
         return [str(r["name"]) for r in rows]
 
+    def _transact_and_wait(self, ops: list[dict[str, Any]], timeout: float = 10.0) -> None:
+        """Run ``ops`` with a ``next_cfg`` bump and wait until ovs-vswitchd has applied them (``cur_cfg``)."""
+        bump: list[dict[str, Any]] = [
+            {"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]]},
+            {"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]},
+        ]
+        result = ovsdb_rpc.transact(self.endpoint, [*ops, *bump])
+        target = result[-1]["rows"][0]["next_cfg"]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["cur_cfg"])
+            if rows and rows[0]["cur_cfg"] >= target:
+                return
+            time.sleep(0.02)
+
     def stop(self) -> list[str]:
         """Stop and remove everything; works after a crash too. Returns what it did, one line each."""
         done: list[str] = []
         bridges = self._bridge_names()
         if bridges and self.pids()[1] is not None:
-            # delete bridges while vswitchd runs so it removes their taps itself
+            # delete bridges while vswitchd runs so it removes their taps itself, and wait until it has applied it
             with contextlib.suppress(ovsdb_rpc.OvsdbRpcError):
-                ovsdb_rpc.transact(
-                    self.endpoint,
-                    [{"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", []]}}],
+                self._transact_and_wait(
+                    [{"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", []]}}]
                 )
-                time.sleep(0.3)
         if (pid := _kill_pidfile(self.vswitchd_pidfile, "ovs-vswitchd")) is not None:
             done.append(f"stopped ovs-vswitchd (pid {pid})")
         if (pid := _kill_pidfile(self.ovsdb_pidfile, "ovsdb-server")) is not None:
             done.append(f"stopped ovsdb-server (pid {pid})")
         for br in bridges:
-            if Path(f"/sys/class/net/{br}").exists():
+            deadline = time.monotonic() + 5
+            while Path(f"/sys/class/net/{br}").exists() and time.monotonic() < deadline:
                 subprocess.run(["ip", "link", "del", br], capture_output=True, check=False)
-                done.append(f"removed tap {br}")
+                time.sleep(0.05)
+            if not Path(f"/sys/class/net/{br}").exists():
+                done.append(f"bridge {br} and its tap gone")
         if self.hugepage_dir.exists() and os.path.ismount(self.hugepage_dir):
             subprocess.run(["umount", str(self.hugepage_dir)], capture_output=True, check=False)
         if self.dpdk_runtime_dir.exists():

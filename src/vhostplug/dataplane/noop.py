@@ -1,0 +1,47 @@
+"""A dataplane that keeps attachments in memory: for dry runs and for running the agent without a switch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from vhostplug.model import Attachment, DataplaneHealth, VhostUserPort
+
+
+class NoopDataplane:
+    name = "noop"
+
+    def __init__(self) -> None:
+        self._ports: dict[str, VhostUserPort] = {}
+
+    def health(self) -> DataplaneHealth:
+        return DataplaneHealth(True, True, "noop dataplane")
+
+    def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
+        port = VhostUserPort(
+            name=attachment.port_name,
+            bridge=attachment.bridge,
+            ovs_type=attachment.mode.ovs_type,
+            socket_path=str(attachment.socket_path),
+            ofport=len(self._ports) + 1,
+            external_ids=attachment.external_ids(),
+            status={},
+            mtu=attachment.mtu,
+            vlan=attachment.vlan,
+        )
+        self._ports.setdefault(attachment.port_name, port)
+        return self._ports[attachment.port_name]
+
+    def detach(self, port_name: str) -> bool:
+        return self._ports.pop(port_name, None) is not None
+
+    def get_port(self, port_name: str) -> VhostUserPort | None:
+        return self._ports.get(port_name)
+
+    def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:
+        return list(self._ports.values())
+
+    def vhost_sock_dir(self) -> str:
+        return "/var/run/openvswitch"
+
+    def close(self) -> None:
+        self._ports.clear()

@@ -1,0 +1,285 @@
+"""OVS-DPDK dataplane backend over OVSDB (ovsdbapp on one kept connection; never `ovs-vsctl`).
+
+One attach = one OVSDB transaction that makes the ``datapath_type=netdev`` bridge when it is missing (tagged so we
+only ever delete bridges we made), the Port (VLAN tag) and the Interface (type, options, mtu_request, external_ids).
+The transaction waits for ovs-vswitchd to apply it (``cur_cfg``), then we read ``ofport`` / ``error`` from the IDL.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ovsdbapp.backend.ovs_idl import command as ovs_command
+from ovsdbapp.backend.ovs_idl import connection as ovs_connection
+from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl
+
+from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, DataplaneHealth, VhostUserPort
+from vhostplug.protocols import DataplaneError, DataplaneUnavailable
+
+LOG = logging.getLogger(__name__)
+VHOST_TYPES = ("dpdkvhostuser", "dpdkvhostuserclient")
+BRIDGE_MARK = "vhostplug-created"
+TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+
+
+class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
+    """Bridge (if missing) + Port + Interface for one attachment, inside the caller's transaction."""
+
+    def __init__(self, api: Any, att: Attachment, options: dict[str, str]) -> None:
+        super().__init__(api)
+        self.att = att
+        self.options = options
+
+    def run_idl(self, txn: Any) -> None:
+        att = self.att
+        tables = self.api._tables
+        bridge = idlutils.row_by_value(self.api.idl, "Bridge", "name", att.bridge, None)
+        if bridge is None:
+            bridge = txn.insert(tables["Bridge"])
+            bridge.name = att.bridge
+            bridge.datapath_type = "netdev"
+            bridge.external_ids = {BRIDGE_MARK: "true"}
+            local_iface = txn.insert(tables["Interface"])
+            local_iface.name = att.bridge
+            local_iface.type = "internal"
+            local_port = txn.insert(tables["Port"])
+            local_port.name = att.bridge
+            local_port.interfaces = [local_iface]
+            bridge.ports = [local_port]
+            self.api._ovs.addvalue("bridges", bridge)
+        elif bridge.datapath_type != "netdev":
+            raise DataplaneError(
+                f"bridge {att.bridge} has datapath_type={bridge.datapath_type or 'system'}; "
+                "vhost-user ports need a datapath_type=netdev bridge"
+            )
+        iface = txn.insert(tables["Interface"])
+        txn.expected_ifaces.add(iface.uuid)
+        iface.name = att.port_name
+        iface.type = att.mode.ovs_type
+        iface.options = self.options
+        iface.external_ids = att.external_ids()
+        if att.mtu:
+            iface.mtu_request = att.mtu
+        port = txn.insert(tables["Port"])
+        port.name = att.port_name
+        port.interfaces = [iface]
+        port.external_ids = {EXTERNAL_ID_ATTACHMENT: att.key}
+        if att.vlan is not None:
+            port.tag = att.vlan
+        bridge.addvalue("ports", port)
+        self.result = iface.uuid
+
+
+class OvsDataplane:
+    """The OVS-DPDK backend. Thread-safe; connects lazily and keeps its connection."""
+
+    name = "ovs"
+
+    def __init__(self, endpoint: str, timeout: float = 5.0, ovs_rundir: Path = Path("/var/run/openvswitch")) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.ovs_rundir = Path(ovs_rundir)
+        self._api: Any = None
+        self._lock = threading.Lock()
+
+    # -- connection --------------------------------------------------------------------------------------------
+    def _connect(self) -> Any:
+        with self._lock:
+            if self._api is not None:
+                return self._api
+            try:
+                idl = ovs_connection.OvsdbIdl.from_server(self.endpoint, "Open_vSwitch", helper_tables=TABLES)
+                conn = ovs_connection.Connection(idl=idl, timeout=self.timeout)
+                # ovsdbapp keeps the connection on the *class*: a class of our own per instance, or a second
+                # dataplane (another OVS, or after close()) would silently talk through the first connection
+                api_cls = type("VhostplugOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
+                api = api_cls(conn)
+            except Exception as exc:  # ovsdbapp raises bare Exceptions for connection failures
+                raise DataplaneUnavailable(f"cannot connect to OVSDB at {self.endpoint}: {exc}") from exc
+            self._api = api
+            return api
+
+    def _connected_api(self) -> Any:
+        api = self._connect()
+        session = getattr(api.idl, "_session", None)
+        if session is not None and not session.is_connected():
+            raise DataplaneUnavailable(f"OVSDB at {self.endpoint} is not reachable (reconnecting)")
+        return api
+
+    def close(self) -> None:
+        with self._lock:
+            if self._api is not None:
+                try:
+                    self._api.ovsdb_connection.stop(timeout=1)
+                except Exception:  # best effort on shutdown
+                    LOG.debug("error stopping OVSDB connection", exc_info=True)
+                self._api = None
+
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        api = self._connected_api()
+        with api.ovsdb_connection.lock:
+            yield api
+
+    # -- health ------------------------------------------------------------------------------------------------
+    def health(self) -> DataplaneHealth:
+        try:
+            rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["dpdk_initialized"])
+        except ovsdb_rpc.OvsdbRpcError as exc:
+            return DataplaneHealth(False, False, str(exc))
+        if not rows:
+            return DataplaneHealth(True, False, "Open_vSwitch table is empty (database not initialised)")
+        initialized = rows[0].get("dpdk_initialized") is True
+        return DataplaneHealth(True, initialized, "" if initialized else "DPDK is not initialised in ovs-vswitchd")
+
+    # -- attach / detach ---------------------------------------------------------------------------------------
+    def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
+        existing = self.get_port(attachment.port_name)
+        if existing is not None:
+            if existing.attachment_key == attachment.key:
+                return existing
+            raise DataplaneError(
+                f"OVS port {attachment.port_name} already exists and belongs to "
+                f"{existing.attachment_key or 'something other than vhostplug'}"
+            )
+        options: dict[str, str] = {}
+        if attachment.mode.ovs_type == "dpdkvhostuserclient":
+            options["vhost-server-path"] = str(attachment.socket_path)
+        api = self._connected_api()
+        try:
+            with api.transaction(check_error=True, log_errors=False) as txn:
+                txn.add(_AttachCommand(api, attachment, options))
+        except DataplaneError:
+            raise
+        except Exception as exc:
+            self._raise_unavailable_or(exc, f"OVSDB transaction adding {attachment.port_name} failed")
+        port = self._wait_ofport(attachment.port_name, timeout)
+        return port
+
+    def _wait_ofport(self, name: str, timeout: float) -> VhostUserPort:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._read() as api:
+                row = idlutils.row_by_value(api.idl, "Interface", "name", name, None)
+                ofport = _first(row.ofport) if row is not None else None
+                error = _first(row.error) if row is not None else None
+            if row is None:
+                raise DataplaneError(f"OVS port {name} vanished right after it was added")
+            if ofport is not None and ofport > 0:
+                found = self.get_port(name)
+                if found is not None:
+                    return found
+            if error or ofport == -1 or time.monotonic() > deadline:
+                self.detach(name)
+                reason = error or f"no ofport after {timeout:.1f}s"
+                raise DataplaneError(f"ovs-vswitchd could not add port {name}: {reason}")
+            time.sleep(0.002)
+
+    def detach(self, port_name: str) -> bool:
+        api = self._connected_api()
+        with api.ovsdb_connection.lock:
+            present = idlutils.row_by_value(api.idl, "Port", "name", port_name, None) is not None
+        if not present:
+            return False
+        try:
+            with api.transaction(check_error=True, log_errors=False) as txn:
+                txn.add(api.del_port(port_name, if_exists=True))
+        except Exception as exc:
+            self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
+        return True
+
+    def delete_bridge_if_ours(self, bridge: str) -> bool:
+        """Delete ``bridge`` only when vhostplug made it and no vhost-user port is left on it."""
+        with self._read() as api:
+            row = idlutils.row_by_value(api.idl, "Bridge", "name", bridge, None)
+            if row is None or row.external_ids.get(BRIDGE_MARK) != "true":
+                return False
+            if any(p.name != bridge for p in row.ports):
+                return False
+        api.del_br(bridge, if_exists=True).execute(check_error=True)
+        return True
+
+    def _raise_unavailable_or(self, exc: Exception, what: str) -> None:
+        if not self.health().reachable:
+            raise DataplaneUnavailable(f"{what}: OVSDB at {self.endpoint} is unreachable") from exc
+        raise DataplaneError(f"{what}: {exc}") from exc
+
+    # -- reads -------------------------------------------------------------------------------------------------
+    def get_port(self, port_name: str) -> VhostUserPort | None:
+        with self._read() as api:
+            row = idlutils.row_by_value(api.idl, "Interface", "name", port_name, None)
+            if row is None:
+                return None
+            port = idlutils.row_by_value(api.idl, "Port", "name", port_name, None)
+            return self._to_port(api, row, port, self._bridge_of(api, port))
+
+    def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:
+        result: list[VhostUserPort] = []
+        with self._read() as api:
+            port_bridge: dict[str, tuple[Any, str]] = {}
+            for br in api.tables["Bridge"].rows.values():
+                for p in br.ports:
+                    for i in p.interfaces:
+                        port_bridge[i.name] = (p, br.name)
+            for row in api.tables["Interface"].rows.values():
+                if row.type not in VHOST_TYPES:
+                    continue
+                if only_ours and EXTERNAL_ID_ATTACHMENT not in row.external_ids:
+                    continue
+                port, bridge = port_bridge.get(row.name, (None, ""))
+                result.append(self._to_port(api, row, port, bridge))
+        return result
+
+    def vhost_sock_dir(self) -> str:
+        with self._read() as api:
+            other = dict(api._ovs.other_config)
+        configured = other.get("vhost-sock-dir", "")
+        return str(self.ovs_rundir / configured) if configured else str(self.ovs_rundir)
+
+    def _bridge_of(self, api: Any, port: Any) -> str:
+        if port is None:
+            return ""
+        for br in api.tables["Bridge"].rows.values():
+            if any(p.uuid == port.uuid for p in br.ports):
+                return str(br.name)
+        return ""
+
+    def _to_port(self, api: Any, row: Any, port: Any, bridge: str) -> VhostUserPort:
+        options = dict(row.options)
+        if row.type == "dpdkvhostuserclient":
+            sock = options.get("vhost-server-path", "")
+        else:
+            sock = str(Path(self.vhost_sock_dir_unlocked(api)) / row.name)
+        mtu = _first(row.mtu_request)
+        return VhostUserPort(
+            name=row.name,
+            bridge=bridge,
+            ovs_type=row.type,
+            socket_path=sock,
+            ofport=_first(row.ofport),
+            external_ids=dict(row.external_ids),
+            status=dict(row.status),
+            mtu=mtu,
+            vlan=_first(port.tag) if port is not None else None,
+            link_state=_first(row.link_state),
+            statistics={k: int(v) for k, v in dict(row.statistics).items()},
+        )
+
+    def vhost_sock_dir_unlocked(self, api: Any) -> str:
+        configured = dict(api._ovs.other_config).get("vhost-sock-dir", "")
+        return str(self.ovs_rundir / configured) if configured else str(self.ovs_rundir)
+
+
+def _first(value: Any) -> Any:
+    """OVSDB optional columns come back as 0/1-element lists from the IDL."""
+    if isinstance(value, list):
+        return value[0] if value else None
+    return value

@@ -1,0 +1,127 @@
+"""The OVS-DPDK backend against the private OVS: one transaction per attach, tags, modes, errors, two instances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.dataplane.ovs import OvsDataplane
+from vhostplug.lab.ovs import PrivateOvs
+from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, Mode
+from vhostplug.protocols import DataplaneError, DataplaneUnavailable
+
+
+@pytest.fixture
+def dp(private_ovs: PrivateOvs) -> OvsDataplane:
+    d = OvsDataplane(private_ovs.endpoint, ovs_rundir=private_ovs.run_dir)
+    yield d
+    for port in d.list_ports():
+        d.detach(port.name)
+    d.close()
+
+
+def _att(unique: str, folder: Path, **kw: object) -> Attachment:
+    base: dict[str, object] = {
+        "container_id": f"ctr{unique}",
+        "ifname": "net1",
+        "port_name": f"vhb{unique}",
+        "socket_dir": folder,
+        "socket_name": "vhu.sock",
+        "bridge": f"brb{unique}",
+        "mac": "02:00:00:aa:bb:cc",
+    }
+    base.update(kw)
+    return Attachment(**base)  # type: ignore[arg-type]
+
+
+def test_attach_sets_everything_in_ovsdb(
+    dp: OvsDataplane, private_ovs: PrivateOvs, short_dir: Path, unique: str
+) -> None:
+    att = _att(unique, short_dir, vlan=42, mtu=1600, device_id="vu07")
+    port = dp.attach(att)
+    assert port.ofport and port.ofport > 0
+    rows = ovsdb_rpc.select(private_ovs.endpoint, "Interface", [["name", "==", att.port_name]])
+    assert len(rows) == 1
+    iface = rows[0]
+    assert iface["type"] == "dpdkvhostuserclient"
+    assert ovsdb_rpc.ovs_map(iface["options"]) == {"vhost-server-path": str(short_dir / "vhu.sock")}
+    assert iface["mtu_request"] == 1600
+    ids = ovsdb_rpc.ovs_map(iface["external_ids"])
+    assert ids[EXTERNAL_ID_ATTACHMENT] == f"ctr{unique}/net1"
+    assert ids["vhostplug-device-id"] == "vu07"
+    assert ids["attached-mac"] == "02:00:00:aa:bb:cc"
+    assert ids["iface-status"] == "active" and ids["iface-id"]
+    prow = ovsdb_rpc.select(private_ovs.endpoint, "Port", [["name", "==", att.port_name]])[0]
+    assert prow["tag"] == 42
+    brow = ovsdb_rpc.select(private_ovs.endpoint, "Bridge", [["name", "==", att.bridge]])[0]
+    assert brow["datapath_type"] == "netdev"
+    assert dp.attach(att) == dp.get_port(att.port_name)  # repeat: same port, no error
+    assert dp.detach(att.port_name) is True
+    assert dp.detach(att.port_name) is False
+    assert dp.delete_bridge_if_ours(att.bridge) is True
+
+
+def test_client_mode_socket_is_in_vhost_sock_dir(dp: OvsDataplane, private_ovs: PrivateOvs, unique: str) -> None:
+    att = _att(unique, Path("/nonexistent"), mode=Mode.CLIENT)
+    port = dp.attach(att)
+    assert port.ovs_type == "dpdkvhostuser"
+    assert port.socket_path == str(private_ovs.vhost_sock_dir / att.port_name)
+    assert Path(port.socket_path).is_socket()
+    dp.detach(att.port_name)
+    dp.delete_bridge_if_ours(att.bridge)
+
+
+def test_foreign_bridge_is_never_deleted_and_must_be_netdev(
+    dp: OvsDataplane, private_ovs: PrivateOvs, short_dir: Path, unique: str
+) -> None:
+    name = f"brf{unique}"
+    ovsdb_rpc.transact(
+        private_ovs.endpoint,
+        [
+            {"op": "insert", "table": "Bridge", "row": {"name": name}, "uuid-name": "b"},
+            {
+                "op": "mutate",
+                "table": "Open_vSwitch",
+                "where": [],
+                "mutations": [["bridges", "insert", ["set", [["named-uuid", "b"]]]]],
+            },
+        ],
+    )
+    try:
+        with pytest.raises(DataplaneError, match="datapath_type=netdev"):
+            dp.attach(_att(unique, short_dir, bridge=name))
+        assert dp.get_port(f"vhb{unique}") is None, "a failed attach left a port"
+        assert dp.delete_bridge_if_ours(name) is False
+    finally:
+        ovsdb_rpc.transact(
+            private_ovs.endpoint,
+            [{"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", []]}}],
+        )
+
+
+def test_port_name_owned_by_someone_else(dp: OvsDataplane, short_dir: Path, unique: str) -> None:
+    dp.attach(_att(unique, short_dir))
+    with pytest.raises(DataplaneError, match="already exists"):
+        dp.attach(_att(unique, short_dir, container_id="other"))
+    dp.detach(f"vhb{unique}")
+    dp.delete_bridge_if_ours(f"brb{unique}")
+
+
+def test_two_instances_talk_to_their_own_ovs(dp: OvsDataplane, unique: str) -> None:
+    """Regression: ovsdbapp keeps its connection on the class; a second backend must not reuse the first's."""
+    dp.health()
+    dp.list_ports()  # connect the first
+    other = OvsDataplane("unix:/tmp/does-not-exist.sock")
+    with pytest.raises(DataplaneUnavailable):
+        other.list_ports()
+    assert not other.health().reachable
+
+
+def test_dead_ovs_is_unavailable(unique: str) -> None:
+    d = OvsDataplane(f"unix:/tmp/vhp-nothing-{unique}.sock")
+    h = d.health()
+    assert not h.reachable and not h.ok and "cannot connect" in h.detail
+    with pytest.raises(DataplaneUnavailable, match="cannot connect to OVSDB"):
+        d.attach(_att(unique, Path("/tmp")))

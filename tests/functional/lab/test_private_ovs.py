@@ -1,0 +1,93 @@
+"""The first real proof: a private OVS-DPDK, a dpdkvhostuserclient port, and testpmd connecting to it."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from tests.conftest import require_root
+from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.dataplane.ovs import OvsDataplane
+from vhostplug.lab.ovs import PrivateOvs, pid_alive
+from vhostplug.lab.testpmd import Testpmd
+from vhostplug.model import Attachment
+
+
+def test_private_ovs_is_initialised(private_ovs: PrivateOvs) -> None:
+    status = private_ovs.status()
+    assert status["dpdk_initialized"] is True
+    assert Path(status["ovsdb"]).is_socket()
+    assert status["pid_ovsdb"] and status["pid_vswitchd"]
+    assert not str(private_ovs.run_dir).startswith("/var/run/openvswitch")
+    rows = ovsdb_rpc.select(private_ovs.endpoint, "Open_vSwitch", columns=["other_config"])
+    other = ovsdb_rpc.ovs_map(rows[0]["other_config"])
+    assert "--no-huge" in other["dpdk-extra"] and other["pmd-cpu-mask"] == "0x2"
+
+
+def test_testpmd_connects_to_dpdkvhostuserclient_port(private_ovs: PrivateOvs, short_dir: Path, unique: str) -> None:
+    dp = OvsDataplane(private_ovs.endpoint, ovs_rundir=private_ovs.run_dir)
+    sock = short_dir / "vhu.sock"
+    att = Attachment(f"proof{unique}", "net1", f"vhp{unique}", short_dir, "vhu.sock", bridge=f"brp{unique}")
+    try:
+        port = dp.attach(att)
+        assert port.ovs_type == "dpdkvhostuserclient"
+        assert port.socket_path == str(sock)
+        assert not port.connected
+        with Testpmd([f"net_virtio_user0,path={sock},server=1"], file_prefix=f"proof{unique}") as app:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                seen = dp.get_port(att.port_name)
+                assert seen is not None
+                if seen.connected:
+                    break
+                time.sleep(0.2)
+            assert seen.connected, f"OVS never reported the vhost-user port connected: {seen.status}"
+            assert seen.status.get("status") == "connected"
+            app.wait_link_up(0)
+        assert not (Path("/var/run/dpdk") / f"proof{unique}").exists()
+    finally:
+        dp.detach(att.port_name)
+        dp.delete_bridge_if_ours(att.bridge)
+        dp.close()
+    assert not Path(f"/sys/class/net/{att.bridge}").exists()
+
+
+def test_stop_leaves_nothing(unique: str) -> None:
+    require_root()
+    run_dir = Path(f"/tmp/vhp-stop-{unique}")
+    ovs = PrivateOvs(run_dir)
+    ovs.start()
+    pids = ovs.pids()
+    dp = OvsDataplane(ovs.endpoint, ovs_rundir=run_dir)
+    dp.attach(Attachment("c", "net1", f"vhs{unique}", run_dir, "s.sock", bridge=f"brs{unique}"))
+    dp.close()
+    assert Path(f"/sys/class/net/brs{unique}").exists()
+    done = ovs.stop()
+    for pid in pids:
+        assert pid is not None and not pid_alive(pid)  # a zombie of a non-reaping PID 1 is not a process left
+    assert not ovs.dpdk_runtime_dir.exists()
+    assert not Path(f"/sys/class/net/brs{unique}").exists(), f"the netdev bridge's tap was left behind: {done}"
+    assert list(run_dir.iterdir()) == []
+    os.rmdir(run_dir)
+
+
+def test_stop_after_crash_cleans_stale_state(unique: str) -> None:
+    require_root()
+    run_dir = Path(f"/tmp/vhp-crash-{unique}")
+    ovs = PrivateOvs(run_dir)
+    ovs.start()
+    ovs_pid, vsw_pid = ovs.pids()
+    assert ovs_pid and vsw_pid
+    os.kill(vsw_pid, 9)
+    os.kill(ovs_pid, 9)
+    time.sleep(0.2)
+    again = PrivateOvs(run_dir)  # a new process knows only the folder
+    assert again.pids() == (None, None)
+    again.start()  # harmless after a crash: cleans and starts
+    assert again.is_running()
+    again.start()  # and harmless when already up
+    assert again.pids()[1] != vsw_pid
+    again.stop()
+    assert list(run_dir.iterdir()) == []
+    os.rmdir(run_dir)
