@@ -1,0 +1,203 @@
+"""The sidecar as KubeVirt sees it: `vhostplug kubevirt-sidecar` in a subprocess, called over its unix socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from lxml import etree
+
+from tests.conftest import REPO
+from tests.unit.kubevirt.xmlcase import BASE_DOMAIN, validate, vhu, vmi
+from vhostplug.kubevirt.hooks import (
+    info_pb2,
+    info_pb2_grpc,
+    v1alpha2_pb2,
+    v1alpha2_pb2_grpc,
+    v1alpha3_pb2,
+    v1alpha3_pb2_grpc,
+)
+from vhostplug.kubevirt.sidecar import read_network_info
+
+VHOSTPLUG = REPO / ".venv" / "bin" / "vhostplug"
+
+
+def network_info(**paths: str) -> str:
+    return json.dumps(
+        {
+            "interfaces": [
+                {
+                    "network": net,
+                    "deviceInfo": {
+                        "type": "vhost-user",
+                        "version": "1.1.0",
+                        "vhost-user": {"mode": "server", "path": p},
+                    },
+                }
+                for net, p in paths.items()
+            ]
+        }
+    )
+
+
+@dataclass
+class Running:
+    proc: subprocess.Popen[bytes]
+    sock: Path
+    info: Path
+    links: Path
+    channel: grpc.Channel
+
+    def info_stub(self) -> info_pb2_grpc.InfoStub:
+        return info_pb2_grpc.InfoStub(self.channel)
+
+    def v3(self) -> v1alpha3_pb2_grpc.CallbacksStub:
+        return v1alpha3_pb2_grpc.CallbacksStub(self.channel)
+
+    def v2(self) -> v1alpha2_pb2_grpc.CallbacksStub:
+        return v1alpha2_pb2_grpc.CallbacksStub(self.channel)
+
+
+@pytest.fixture
+def sidecar(short_dir: Path) -> Iterator[Running]:
+    sock = short_dir / "hooks" / "vhu.sock"
+    info = short_dir / "network-info"
+    info.write_text("")  # the downward API file starts empty
+    links = short_dir / "links"
+    env = dict(os.environ, NETWORK_BINDING_PLUGIN_NAME="vhostuser", CONTAINER_NAME="hook-sidecar-0")
+    proc = subprocess.Popen(
+        [
+            str(VHOSTPLUG),
+            "kubevirt-sidecar",
+            "--socket",
+            str(sock),
+            "--network-info",
+            str(info),
+            "--links-dir",
+            str(links),
+            "--wait-timeout",
+            "2",
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.monotonic() + 20
+    while not sock.is_socket():
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert time.monotonic() < deadline, "sidecar socket never appeared"
+        time.sleep(0.05)
+    channel = grpc.insecure_channel(f"unix:{sock}")
+    try:
+        yield Running(proc, sock, info, links, channel)
+    finally:
+        channel.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_info_answers_fast(sidecar: Running) -> None:
+    started = time.monotonic()
+    res = sidecar.info_stub().Info(info_pb2.InfoParams(), timeout=1.0)
+    elapsed = time.monotonic() - started
+    assert elapsed < 0.5, elapsed
+    assert res.name == "vhostuser-network-binding"
+    assert list(res.versions) == ["v1alpha3", "v1alpha2"]
+    assert {h.name for h in res.hookPoints} == {"OnDefineDomain", "Shutdown"}
+
+
+def test_define_domain_v1alpha3_links_and_shutdown(sidecar: Running, short_dir: Path) -> None:
+    dev = short_dir / "dev-07"
+    dev.mkdir()
+    sidecar.info.write_text(network_info(net1=f"{dev}/vhu.sock"))
+    req = v1alpha3_pb2.OnDefineDomainParams(domainXML=BASE_DOMAIN.encode(), vmi=vmi(vhu("net1")))
+    out = sidecar.v3().OnDefineDomain(req, timeout=10).domainXML
+    (el,) = etree.fromstring(out).xpath("//interface[alias/@name='ua-net1']")
+    stable = el.find("source").get("path")
+    assert stable == f"{sidecar.links}/net1/vhu.sock"
+    link = sidecar.links / "net1"
+    assert link.is_symlink() and os.readlink(link) == str(dev)
+    assert validate(out).returncode == 0
+    # called again with its own output (KubeVirt calls it several times): same answer
+    again = sidecar.v3().OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=out, vmi=req.vmi), timeout=10)
+    assert again.domainXML == out
+    sidecar.v3().Shutdown(v1alpha3_pb2.ShutdownParams(), timeout=5)
+    assert not link.exists() and not link.is_symlink()
+    assert sidecar.proc.wait(10) == 0  # the sidecar exits after Shutdown so the pod can complete
+    assert not sidecar.sock.exists()
+
+
+def test_define_domain_v1alpha2_waits_for_device_info(sidecar: Running, short_dir: Path) -> None:
+    dev = short_dir / "dev-1"
+    timer = threading.Timer(0.6, lambda: sidecar.info.write_text(network_info(blue=f"{dev}/vhu.sock")))
+    timer.start()
+    try:
+        started = time.monotonic()
+        req = v1alpha2_pb2.OnDefineDomainParams(domainXML=BASE_DOMAIN.encode(), vmi=vmi(vhu("blue")))
+        out = sidecar.v2().OnDefineDomain(req, timeout=10).domainXML
+    finally:
+        timer.cancel()
+    assert time.monotonic() - started >= 0.5
+    assert f"{sidecar.links}/blue/vhu.sock".encode() in out
+
+
+@pytest.mark.parametrize(
+    ("info", "xml", "vmi_json", "code", "words"),
+    [
+        ("", BASE_DOMAIN.encode(), vmi(vhu("net1")), grpc.StatusCode.FAILED_PRECONDITION, "no vhost-user device"),
+        ("{bad", BASE_DOMAIN.encode(), vmi(vhu("net1")), grpc.StatusCode.INVALID_ARGUMENT, "not valid JSON"),
+        (
+            network_info(net1="/tmp/d/vhu.sock"),
+            b"<domain",
+            vmi(vhu("net1")),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "does not parse",
+        ),
+        (network_info(net1="/tmp/d/vhu.sock"), BASE_DOMAIN.encode(), b"nope", grpc.StatusCode.INVALID_ARGUMENT, "VMI"),
+        (
+            network_info(**{"n" * 100: "/tmp/d/vhu.sock"}),
+            BASE_DOMAIN.encode(),
+            vmi(vhu("n" * 100)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "at most 107",
+        ),
+    ],
+)
+def test_errors_are_grpc_statuses_and_server_survives(
+    sidecar: Running, info: str, xml: bytes, vmi_json: bytes, code: grpc.StatusCode, words: str
+) -> None:
+    sidecar.info.write_text(info)
+    with pytest.raises(grpc.RpcError) as err:
+        sidecar.v3().OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=xml, vmi=vmi_json), timeout=10)
+    assert err.value.code() == code
+    assert words in (err.value.details() or "")
+    assert "vhostuser network binding" in (err.value.details() or "")
+    assert sidecar.info_stub().Info(info_pb2.InfoParams(), timeout=1.0).name == "vhostuser-network-binding"
+    assert sidecar.proc.poll() is None
+
+
+def test_vmi_without_our_binding_is_returned_unchanged(sidecar: Running) -> None:
+    req = v1alpha3_pb2.OnDefineDomainParams(domainXML=BASE_DOMAIN.encode(), vmi=vmi({"name": "x", "bridge": {}}))
+    out = sidecar.v3().OnDefineDomain(req, timeout=5).domainXML
+    assert etree.fromstring(out).find("memoryBacking") is None
+    assert b"vhostuser" not in out
+
+
+def test_read_network_info_tolerates_partial_entries(tmp_path: Path) -> None:
+    f = tmp_path / "ni"
+    f.write_text(json.dumps({"interfaces": [{"network": "a"}, {"network": "b", "deviceInfo": {"type": "pci"}}]}))
+    assert read_network_info(f) == {}
+    assert read_network_info(tmp_path / "missing") == {}
