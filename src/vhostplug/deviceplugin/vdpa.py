@@ -1,0 +1,228 @@
+"""vDPA pools: sysfs discovery of vDPA devices, selectors that sort them into resources, and their Allocate.
+
+Sysfs layout read (paths relative to the configured sysfs root, usually ``/sys``)::
+
+    bus/vdpa/devices/vdpa0 -> ../../../devices/pci0000:00/0000:65:00.2/vdpa0     (parent = the PCI function)
+    bus/vdpa/devices/vdpa0/driver -> .../bus/vdpa/drivers/vhost_vdpa | virtio_vdpa
+    .../vdpa0/vhost-vdpa-0/               vhost_vdpa: the char device, /dev/vhost-vdpa-0 under the dev root
+    .../vdpa0/virtio1/net/eth5            virtio_vdpa: the kernel netdev (also looked for under the parent)
+    .../0000:65:00.2/{vendor,device,numa_node}, driver -> mlx5_core, physfn -> ../0000:65:00.0 (VF), net/<pf netdev>
+
+A device ID is the vDPA device name (``vdpa0``): unique on the node, short, and what the ``vdpa`` tool shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from vhostplug import deviceinfo
+from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
+from vhostplug.deviceplugin.config import VdpaPool, VdpaSelectors
+from vhostplug.deviceplugin.server import AllocateError, DeviceState
+
+log = logging.getLogger(__name__)
+
+VDPA_BUS = Path("bus/vdpa/devices")
+DRIVERS = {"vhost_vdpa": "vhost", "virtio_vdpa": "virtio"}
+_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
+@dataclass(frozen=True)
+class VdpaDevice:
+    """One vDPA device bound to vhost_vdpa or virtio_vdpa, with what we know of its parent PCI function."""
+
+    name: str
+    driver: str  # "vhost" | "virtio"
+    health_path: Path  # the char device under the dev root (vhost) or the netdev's sysfs folder (virtio)
+    chardev: str | None = None  # vhost-vdpa-N
+    netdev: str | None = None
+    pci_address: str | None = None
+    vendor: str | None = None
+    device: str | None = None
+    pci_driver: str | None = None
+    pf_pci_address: str | None = None
+    pf_name: str | None = None
+    numa: int | None = None
+
+    @property
+    def container_path(self) -> str:
+        """Where the device appears in the container: ``/dev/vhost-vdpa-N`` or the netdev's name."""
+        return f"/dev/{self.chardev}" if self.chardev else (self.netdev or "")
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _link_name(path: Path) -> str | None:
+    try:
+        return os.path.basename(os.readlink(path))
+    except OSError:
+        return None
+
+
+def _children(path: Path, prefix: str) -> list[Path]:
+    try:
+        return sorted(p for p in path.iterdir() if p.name.startswith(prefix))
+    except OSError:
+        return []
+
+
+def _first_netdev(path: Path) -> str | None:
+    nets = _children(path / "net", "")
+    return nets[0].name if nets else None
+
+
+def _virtio_netdev(*places: Path) -> tuple[str, Path] | None:
+    for place in places:
+        for virtio in _children(place, "virtio"):
+            nets = _children(virtio / "net", "")
+            if nets:
+                return nets[0].name, nets[0]
+    return None
+
+
+def _hex_id(value: str | None) -> str | None:
+    return value.lower().removeprefix("0x") if value else None
+
+
+def _pci_info(parent: Path) -> dict[str, Any]:
+    if not _PCI_RE.match(parent.name) or not (parent / "vendor").exists():
+        return {}
+    numa_text = _read(parent / "numa_node")
+    numa = int(numa_text) if numa_text and numa_text.lstrip("-").isdigit() and int(numa_text) >= 0 else None
+    info: dict[str, Any] = {
+        "pci_address": parent.name,
+        "vendor": _hex_id(_read(parent / "vendor")),
+        "device": _hex_id(_read(parent / "device")),
+        "pci_driver": _link_name(parent / "driver"),
+        "numa": numa,
+    }
+    if (parent / "physfn").is_symlink():
+        pf = Path(os.path.realpath(parent / "physfn"))
+        info["pf_pci_address"] = pf.name
+        info["pf_name"] = _first_netdev(pf)
+    else:
+        info["pf_name"] = _first_netdev(parent)
+    return info
+
+
+def discover(sysfs_root: Path, dev_root: Path) -> list[VdpaDevice]:
+    """Every vDPA device under ``<sysfs_root>/bus/vdpa/devices`` bound to a known driver, sorted by name."""
+    found: list[VdpaDevice] = []
+    for entry in _children(Path(sysfs_root) / VDPA_BUS, ""):
+        driver = DRIVERS.get(_link_name(entry / "driver") or "")
+        if driver is None:
+            log.debug("vdpa %s: not bound to vhost_vdpa or virtio_vdpa, skipped", entry.name)
+            continue
+        real = Path(os.path.realpath(entry))
+        pci = _pci_info(real.parent)
+        if driver == "vhost":
+            chars = [p for p in _children(real, "vhost-vdpa-") if p.is_dir()]
+            if not chars:
+                log.info("vdpa %s: bound to vhost_vdpa but no vhost-vdpa-N child yet", entry.name)
+                continue
+            name = chars[0].name
+            found.append(VdpaDevice(entry.name, driver, Path(dev_root) / name, chardev=name, **pci))
+        else:
+            net = _virtio_netdev(real, real.parent)
+            if net is None:
+                log.info("vdpa %s: bound to virtio_vdpa but no netdev yet", entry.name)
+                continue
+            found.append(VdpaDevice(entry.name, driver, net[1], netdev=net[0], **pci))
+    return found
+
+
+def matches(dev: VdpaDevice, sel: VdpaSelectors) -> bool:
+    """All given selectors must match; an empty list matches anything."""
+    checks: list[tuple[list[str], str | None]] = [
+        (sel.vendors, dev.vendor),
+        (sel.devices, dev.device),
+        (sel.drivers, dev.pci_driver),
+        (sel.pci_addresses, dev.pci_address),
+        (sel.pf_names, dev.pf_name),
+    ]
+    if any(wanted and value not in wanted for wanted, value in checks):
+        return False
+    return sel.vdpa_type is None or sel.vdpa_type == dev.driver
+
+
+def env_base(resource_name: str) -> str:
+    """``vhostplug.io/vdpa_mlx`` -> ``PCIDEVICE_VHOSTPLUG_IO_VDPA_MLX`` (as the SR-IOV device plugin names it)."""
+    return "PCIDEVICE_" + re.sub(r"[^A-Z0-9]", "_", resource_name.upper())
+
+
+class VdpaPoolDevices:
+    """The devices of one pool (one resource name); membership is replaced by each rescan."""
+
+    def __init__(self, pool: VdpaPool, devinfo_dir: Path) -> None:
+        self.pool = pool
+        self.resource_name = pool.resource_name
+        self.devinfo_dir = Path(devinfo_dir)
+        self._devices: dict[str, VdpaDevice] = {}
+        self._seen: set[str] = set()
+
+    def update(self, devices: Sequence[VdpaDevice]) -> None:
+        new = {d.name: d for d in devices}
+        if new.keys() != self._devices.keys():
+            log.info("%s: devices now %s", self.resource_name, sorted(new))
+        self._devices = new
+        self._seen |= new.keys()
+
+    def healthy(self, dev: VdpaDevice) -> bool:
+        return os.path.exists(dev.health_path)
+
+    def poll(self) -> list[DeviceState]:
+        return [DeviceState(d.name, self.healthy(d), d.numa) for d in self._devices.values()]
+
+    def allocate(self, ids: Sequence[str]) -> pb.ContainerAllocateResponse:
+        devices = dict(self._devices)
+        unknown = [i for i in ids if i not in devices]
+        if not ids or unknown:
+            raise AllocateError(grpc.StatusCode.NOT_FOUND, f"unknown vDPA devices {unknown or list(ids)}")
+        gone = [i for i in ids if not self.healthy(devices[i])]
+        if gone:
+            raise AllocateError(grpc.StatusCode.FAILED_PRECONDITION, f"vDPA devices {gone} lost their char device")
+        base = env_base(self.resource_name)
+        resp = pb.ContainerAllocateResponse()
+        info: dict[str, Any] = {}
+        netdevs = []
+        for i in ids:
+            dev = devices[i]
+            vdpa_info: dict[str, str] = {"name": dev.name, "driver": dev.driver}
+            if dev.chardev:
+                resp.devices.add(container_path=dev.container_path, host_path=str(dev.health_path), permissions="rw")
+                vdpa_info["mount"] = dev.container_path
+            if dev.netdev:
+                netdevs.append(dev.netdev)
+                vdpa_info["netdev"] = dev.netdev
+            info[dev.pci_address or dev.name] = {
+                "generic": {"deviceID": dev.pci_address or dev.name},
+                "vdpa": vdpa_info,
+            }
+        resp.envs[base] = ",".join(dev.pci_address or dev.name for dev in (devices[i] for i in ids))
+        resp.envs[f"{base}_INFO"] = json.dumps(info, sort_keys=True, separators=(",", ":"))
+        if netdevs:
+            resp.envs[f"{base}_NETDEVS"] = ",".join(netdevs)
+        for i in ids:
+            dev = devices[i]
+            spec = deviceinfo.vdpa(dev.name, dev.driver, dev.container_path, dev.pci_address, dev.pf_pci_address)
+            deviceinfo.write_dp(self.devinfo_dir, self.resource_name, i, spec)
+        return resp
+
+    def cleanup(self) -> None:
+        """Remove the dp device-info files of every device this pool has held."""
+        for i in self._seen | self._devices.keys():
+            deviceinfo.remove_dp(self.devinfo_dir, self.resource_name, i)

@@ -1,0 +1,158 @@
+"""``vhostplug.io/vhostuser``: fixed short device IDs, each one a host folder for one vhost-user socket.
+
+Allocate empties and prepares ``<socket_root>/<id>/`` (never following a symlink), mounts it at the well-known
+container folder, names it in env vars and writes the dp device-info file (vhost-user, mode ``server``). Health is
+shared by all devices: the dataplane probe (OVSDB reachable) and a real write in the socket root.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import stat
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import grpc
+
+from vhostplug import deviceinfo, fsutil
+from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
+from vhostplug.deviceplugin.config import VhostUserConfig
+from vhostplug.deviceplugin.server import AllocateError, DeviceState
+
+log = logging.getLogger(__name__)
+
+HealthProbe = Callable[[], tuple[bool, str]]
+
+ENV_DEVICE = "VHOSTPLUG_DEVICE_{}"
+ENV_SOCKET_DIR = "VHOSTPLUG_SOCKET_DIR_{}"
+ENV_SOCKET = "VHOSTPLUG_SOCKET_{}"
+ENV_DEVICES = "VHOSTPLUG_DEVICES"
+
+
+def root_writable(root: Path) -> tuple[bool, str]:
+    """A real folder we can create a file in (``os.access`` alone says yes to root on a read-only mount)."""
+    try:
+        st = os.lstat(root)
+    except OSError as exc:
+        return False, f"socket root {root}: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return False, f"socket root {root} is not a folder"
+    if not os.access(root, os.W_OK | os.X_OK):
+        return False, f"socket root {root} is not writable"
+    name = f".vhostplug-probe-{os.getpid()}"
+    try:
+        fd = os.open(root / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        os.close(fd)
+        os.unlink(root / name)
+    except OSError as exc:
+        return False, f"socket root {root} is not writable: {exc.strerror or exc}"
+    return True, ""
+
+
+class VhostUserDevices:
+    """The vhost-user socket-folder devices of one node."""
+
+    def __init__(
+        self,
+        config: VhostUserConfig,
+        socket_root: Path,
+        devinfo_dir: Path,
+        container_root: str,
+        health_probe: HealthProbe,
+    ) -> None:
+        self.config = config
+        self.resource_name = config.resource_name
+        self.socket_root = Path(socket_root)
+        self.devinfo_dir = Path(devinfo_dir)
+        self.container_root = container_root
+        self.health_probe = health_probe
+        self.ids = config.device_ids()
+        self._known = set(self.ids)
+        self.last_health: tuple[bool, str] = (True, "")
+
+    def health(self) -> tuple[bool, str]:
+        try:
+            ok, detail = self.health_probe()
+        except Exception as exc:
+            ok, detail = False, f"health probe failed: {type(exc).__name__}: {exc}"
+        if ok:
+            ok, detail = root_writable(self.socket_root)
+        if (ok, detail) != self.last_health:
+            log.log(logging.INFO if ok else logging.WARNING, "%s: healthy=%s %s", self.resource_name, ok, detail)
+        self.last_health = (ok, detail)
+        return ok, detail
+
+    def poll(self) -> list[DeviceState]:
+        ok, _ = self.health()
+        return [DeviceState(i, ok) for i in self.ids]
+
+    def host_dir(self, device_id: str) -> Path:
+        return self.socket_root / device_id
+
+    def container_dir(self, device_id: str) -> str:
+        return deviceinfo.container_device_dir(device_id, self.container_root)
+
+    def container_socket(self, device_id: str) -> str:
+        return f"{self.container_dir(device_id)}/{deviceinfo.DEVICE_SOCKET_NAME}"
+
+    def _precheck(self, ids: Sequence[str]) -> None:
+        if not ids:
+            raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, "no device IDs in the request")
+        unknown = [i for i in ids if i not in self._known]
+        if unknown:
+            raise AllocateError(grpc.StatusCode.NOT_FOUND, f"unknown device IDs {unknown}")
+        if len(set(ids)) != len(ids):
+            raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, f"device IDs repeated in {list(ids)}")
+        try:
+            root = os.lstat(self.socket_root)
+        except OSError as exc:
+            raise AllocateError(grpc.StatusCode.UNAVAILABLE, f"socket root {self.socket_root}: {exc.strerror}") from exc
+        if not stat.S_ISDIR(root.st_mode):
+            raise AllocateError(grpc.StatusCode.FAILED_PRECONDITION, f"socket root {self.socket_root} is not a folder")
+        for i in ids:
+            try:
+                st = os.lstat(self.host_dir(i))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(st.st_mode):
+                raise AllocateError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    f"{self.host_dir(i)} is a symlink; refusing to follow it (remove it to free device {i})",
+                )
+            if not stat.S_ISDIR(st.st_mode):
+                raise AllocateError(grpc.StatusCode.FAILED_PRECONDITION, f"{self.host_dir(i)} is not a folder")
+
+    def allocate(self, ids: Sequence[str]) -> pb.ContainerAllocateResponse:
+        """Prepare every folder first (all checked before any is touched), then answer."""
+        self._precheck(ids)
+        own = self.config.ownership()
+        for i in ids:
+            path = self.host_dir(i)
+            try:
+                fsutil.ensure_dir(path)
+                fsutil.empty_dir(path)
+                fsutil.ensure_dir(path, own)
+            except fsutil.UnsafePathError as exc:  # raced with a planted link after the pre-check
+                raise AllocateError(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
+            except (KeyError, OSError) as exc:
+                code = grpc.StatusCode.FAILED_PRECONDITION
+                if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.ENOSPC):
+                    code = grpc.StatusCode.UNAVAILABLE
+                raise AllocateError(code, f"cannot prepare {path}: {exc}") from exc
+        resp = pb.ContainerAllocateResponse()
+        for n, i in enumerate(ids):
+            cdir, csock = self.container_dir(i), self.container_socket(i)
+            resp.mounts.add(container_path=cdir, host_path=str(self.host_dir(i)), read_only=False)
+            resp.envs[ENV_DEVICE.format(n)] = i
+            resp.envs[ENV_SOCKET_DIR.format(n)] = cdir
+            resp.envs[ENV_SOCKET.format(n)] = csock
+            deviceinfo.write_dp(self.devinfo_dir, self.resource_name, i, deviceinfo.vhost_user("server", csock))
+        resp.envs[ENV_DEVICES] = ",".join(ids)
+        return resp
+
+    def cleanup(self) -> None:
+        """Remove our dp device-info files (the folders stay: pods may still use their sockets)."""
+        for i in self.ids:
+            deviceinfo.remove_dp(self.devinfo_dir, self.resource_name, i)
