@@ -32,6 +32,7 @@ from vhostplug.deviceplugin.server import AllocateError, DeviceState
 log = logging.getLogger(__name__)
 
 VDPA_BUS = Path("bus/vdpa/devices")
+MAX_DEVICE_ID = 63
 DRIVERS = {"vhost_vdpa": "vhost", "virtio_vdpa": "virtio"}
 _PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
@@ -123,6 +124,11 @@ def discover(sysfs_root: Path, dev_root: Path) -> list[VdpaDevice]:
     """Every vDPA device under ``<sysfs_root>/bus/vdpa/devices`` bound to a known driver, sorted by name."""
     found: list[VdpaDevice] = []
     for entry in _children(Path(sysfs_root) / VDPA_BUS, ""):
+        if len(entry.name) > MAX_DEVICE_ID:
+            log.warning(
+                "vdpa %s: name longer than %d characters cannot be a device ID, skipped", entry.name, MAX_DEVICE_ID
+            )
+            continue
         driver = DRIVERS.get(_link_name(entry / "driver") or "")
         if driver is None:
             log.debug("vdpa %s: not bound to vhost_vdpa or virtio_vdpa, skipped", entry.name)
