@@ -1,0 +1,141 @@
+"""Wiring of the node agent: configuration -> dataplane -> CNI handler and server, device plugin, client-mode socket
+relocator, metrics; runs until SIGTERM/SIGINT and then stops everything it started."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from vhostplug.agent.config import AgentConfig, ConfigError, load
+from vhostplug.agent.server import CniServer
+from vhostplug.cni.handler import CniHandler, HandlerOptions
+from vhostplug.dataplane import registry
+from vhostplug.protocols import Dataplane
+
+LOG = logging.getLogger("vhostplug.agent")
+
+
+class Metrics:
+    """Prometheus metrics of the agent (served only when ``metricsPort`` is set)."""
+
+    def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "vhostplug_cni_requests", "CNI requests by verb and exit code", ["verb", "code"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "vhostplug_cni_seconds",
+            "agent-side CNI latency",
+            ["verb"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
+            registry=self.registry,
+        )
+
+    def observe(self, verb: str, code: int, seconds: float) -> None:
+        self.requests.labels(verb, str(code)).inc()
+        self.latency.labels(verb).observe(seconds)
+
+    def serve(self, port: int) -> None:
+        from prometheus_client import start_http_server
+
+        start_http_server(port, addr="127.0.0.1", registry=self.registry)
+
+
+class Agent:
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        self.dataplane: Dataplane = registry.create(
+            config.dataplane.backend, config.dataplane.ovsdb, config.dataplane.ovs_rundir
+        )
+        self.handler = CniHandler(self.dataplane, HandlerOptions(ownership=config.ownership.to_ownership()))
+        self.metrics = Metrics()
+        self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
+        self.device_plugins: Any = None
+        self._stop = asyncio.Event()
+
+    def health_probe(self) -> tuple[bool, str]:
+        h = self.dataplane.health()
+        return h.ok, h.detail
+
+    def _start_device_plugins(self) -> None:
+        if self.config.device_plugin is None:
+            return
+        from vhostplug.deviceplugin.config import load_config
+        from vhostplug.deviceplugin.manager import DevicePluginManager
+
+        dp_config = load_config(self.config.device_plugin)
+        self.device_plugins = DevicePluginManager(
+            dp_config,
+            socket_root=self.config.socket_root,
+            device_plugin_dir=self.config.device_plugin_dir,
+            devinfo_dir=self.config.devinfo_dir,
+            container_root=self.config.container_socket_root,
+            health_probe=self.health_probe,
+        )
+        self.device_plugins.start()
+
+    async def _relocator(self) -> None:
+        while not self._stop.is_set():
+            moved = await asyncio.to_thread(self.handler.relocate_client_sockets)
+            for path in moved:
+                LOG.info("moved re-created client-mode socket back to %s", path)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.config.relocate_seconds)
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        self.config.socket_root.mkdir(parents=True, exist_ok=True)
+        await self.server.start()
+        try:
+            self._start_device_plugins()
+            if self.config.metrics_port:
+                self.metrics.serve(self.config.metrics_port)
+            LOG.info("vhostplug agent listening on %s (OVSDB %s)", self.config.listen, self.config.dataplane.ovsdb)
+            await self._relocator()
+        finally:
+            await self.server.stop()
+            if self.device_plugins is not None:
+                self.device_plugins.stop()
+            self.dataplane.close()
+            LOG.info("vhostplug agent stopped")
+
+
+def run(
+    config_file: Path | None = None,
+    ovsdb: str | None = None,
+    listen: Path | None = None,
+    socket_root: Path | None = None,
+    device_plugin_dir: Path | None = None,
+    devinfo_dir: Path | None = None,
+) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        config = load(
+            config_file,
+            {
+                "ovsdb": ovsdb,
+                "listen": listen,
+                "socketRoot": socket_root,
+                "devicePluginDir": device_plugin_dir,
+                "devinfoDir": devinfo_dir,
+            },
+        )
+        agent = Agent(config)
+    except (ConfigError, ValueError) as exc:
+        print(f"vhostplug agent: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(agent.run())
+    except ConfigError as exc:
+        print(f"vhostplug agent: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,460 @@
+"""The CNI verbs (ADD, DEL, CHECK, STATUS, GC) as the node agent runs them against a dataplane.
+
+ADD validates everything before its first side effect and keeps an undo list, so any failure leaves nothing behind.
+No state of our own: every port carries external_ids naming its attachment, folder, socket and device-info file, so
+DEL, GC and the client-mode socket relocator work from OVSDB and the folders alone, across agent restarts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vhostplug import deviceinfo, fsutil
+from vhostplug.cni import ipam, netconf
+from vhostplug.cni.netconf import NetConf
+from vhostplug.cni.spec import (
+    DATAPLANE_FAILURE,
+    INVALID_CONFIG,
+    IO_FAILURE,
+    STATUS_UNAVAILABLE,
+    TRY_AGAIN_LATER,
+    UNSAFE_PATH,
+    CniEnv,
+    CniError,
+    convert_ips,
+    interface_entry,
+    negotiate,
+)
+from vhostplug.kuryr import cni as kuryr_cni
+from vhostplug.kuryr.binding import KuryrBinding, KuryrInputError
+from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, VhostUserPort, attachment_key
+from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
+
+LOG = logging.getLogger(__name__)
+
+ID_NETWORK = "vhostplug-network"
+ID_FOLDER = "vhostplug-folder"
+ID_FOLDER_OWNED = "vhostplug-folder-owned"
+ID_DEVINFO = "vhostplug-devinfo"
+ID_CONFIG_FILE = "vhostplug-config-file"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything ADD/DEL/CHECK need to know about one attachment, computed before any side effect."""
+
+    attachment: Attachment
+    folder: Path
+    folder_is_device: bool
+    container_socket_path: str
+    config_file_name: str
+    device_info_file: str | None
+
+
+@dataclass
+class HandlerOptions:
+    ownership: fsutil.Ownership = field(default_factory=fsutil.Ownership)
+    client_socket_wait: float = 3.0
+    attach_timeout: float = 5.0
+
+
+def port_name_for(container_id: str, ifname: str) -> str:
+    """A stable 14-character OVS port name (``vhu`` + 11 hex), as Neutron names vhost-user ports."""
+    return "vhu" + hashlib.sha256(attachment_key(container_id, ifname).encode()).hexdigest()[:11]
+
+
+def mac_for(container_id: str, ifname: str) -> str:
+    """A stable, locally administered unicast MAC."""
+    digest = hashlib.sha256(("mac/" + attachment_key(container_id, ifname)).encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def _check_socket_path(path: str, side: str) -> None:
+    n = len(path.encode())
+    if n > MAX_SOCKET_PATH:
+        raise CniError(
+            INVALID_CONFIG,
+            f"{side} socket path {path} is {n} bytes; the limit for a unix socket path is {MAX_SOCKET_PATH}",
+            "use a shorter socketRoot / containerSocketRoot or device ID",
+        )
+
+
+class CniHandler:
+    def __init__(self, dataplane: Dataplane, options: HandlerOptions | None = None) -> None:
+        self.dataplane = dataplane
+        self.options = options or HandlerOptions()
+        self._lock = threading.Lock()
+
+    # -- entry -------------------------------------------------------------------------------------------------
+    def handle(self, env: dict[str, str], config: str) -> tuple[int, str]:
+        """Run one CNI call; return (exit code, stdout) with the spec's error JSON on failure."""
+        version = "1.1.0"
+        try:
+            with contextlib.suppress(ValueError, AttributeError):
+                raw_version = json.loads(config).get("cniVersion")
+                if isinstance(raw_version, str):
+                    version = raw_version
+            cni_env = CniEnv.from_env(env)
+            conf, raw = netconf.parse(config)
+            version = negotiate(conf.cni_version, conf.cni_versions)
+            verb: Callable[[CniEnv, NetConf, dict[str, Any], str], dict[str, Any] | None] = {
+                "ADD": self.add,
+                "DEL": self.delete,
+                "CHECK": self.check,
+                "STATUS": self.status,
+                "GC": self.gc,
+            }[cni_env.command]
+            result = verb(cni_env, conf, raw, version)
+        except CniError as err:
+            return 1, json.dumps(err.to_json(version))
+        except DataplaneUnavailable as exc:
+            return 1, json.dumps(CniError(TRY_AGAIN_LATER, "the dataplane is unavailable", str(exc)).to_json(version))
+        except Exception as exc:  # an agent bug must still answer in the spec's format
+            LOG.exception("unexpected error")
+            return 1, json.dumps(
+                CniError(IO_FAILURE, "internal error in the vhostplug agent", repr(exc)).to_json(version)
+            )
+        return 0, json.dumps(result) if result is not None else ""
+
+    # -- planning ----------------------------------------------------------------------------------------------
+    def plan(self, env: CniEnv, conf: NetConf, raw: dict[str, Any]) -> Plan:
+        cid, ifname = env.container_id, env.ifname
+        binding = self._kuryr_binding(env, raw)
+        device_id = conf.effective_device_id
+        if binding is not None:
+            folder = Path(binding.mount_point)
+            folder_is_device = True  # a shared mount point: never ours to remove
+            container_dir = str(folder)
+            socket_name = binding.socket_name
+            port_name = binding.port_name
+            mode = binding.mode
+            mac = binding.mac or mac_for(cid, ifname)
+            bridge = binding.bridge
+            iface_id = binding.iface_id
+            mtu = binding.mtu or conf.mtu
+        else:
+            if device_id:
+                folder = Path(conf.socket_root) / device_id
+                container_dir = deviceinfo.container_device_dir(device_id, conf.container_socket_root)
+                folder_is_device = True
+            else:
+                name = f"{cid[:12]}-{ifname}"
+                folder = Path(conf.socket_root) / name
+                container_dir = f"{conf.container_socket_root}/{name}"
+                folder_is_device = False
+            socket_name = deviceinfo.DEVICE_SOCKET_NAME
+            port_name = port_name_for(cid, ifname)
+            mode = conf.mode
+            mac = conf.runtime_config.mac or mac_for(cid, ifname)
+            bridge = conf.bridge
+            iface_id = ""
+            mtu = conf.mtu
+        container_socket = f"{container_dir}/{socket_name}"
+        _check_socket_path(str(folder / socket_name), "host")
+        _check_socket_path(container_socket, "container")
+        extra = {ID_NETWORK: conf.name, ID_FOLDER: str(folder), ID_CONFIG_FILE: f"{cid}-{ifname}"}
+        if conf.device_info_file:
+            extra[ID_DEVINFO] = conf.device_info_file
+        att = Attachment(
+            container_id=cid,
+            ifname=ifname,
+            port_name=port_name,
+            socket_dir=folder,
+            socket_name=socket_name,
+            mode=mode,
+            bridge=bridge,
+            mac=mac,
+            mtu=mtu,
+            vlan=conf.vlan,
+            device_id=device_id,
+            iface_id=iface_id,
+            extra_ids=tuple(sorted(extra.items())),
+        )
+        return Plan(att, folder, folder_is_device, container_socket, f"{cid}-{ifname}", conf.device_info_file)
+
+    @staticmethod
+    def _kuryr_binding(env: CniEnv, raw: dict[str, Any]) -> KuryrBinding | None:
+        try:
+            return kuryr_cni.from_cni(raw, env.args, env.ifname)
+        except KuryrInputError as exc:
+            raise CniError(INVALID_CONFIG, f"invalid kuryr / os-vif input: {exc}") from None
+
+    # -- ADD ---------------------------------------------------------------------------------------------------
+    def add(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> dict[str, Any]:
+        plan = self.plan(env, conf, raw)
+        att = plan.attachment
+        undo: list[Callable[[], object]] = []
+        with self._lock:
+            try:
+                ipam_result = self._add_steps(env, conf, raw, plan, undo)
+            except BaseException:
+                for step in reversed(undo):
+                    try:
+                        step()
+                    except Exception:  # keep rolling back
+                        LOG.exception("rollback step failed")
+                raise
+        result: dict[str, Any] = {
+            "cniVersion": version,
+            "interfaces": [interface_entry(version, att.ifname, att.mac, env.netns, str(att.socket_path), att.mtu)],
+            "ips": convert_ips(version, ipam_result.get("ips", [])),
+        }
+        if ipam_result.get("routes"):
+            result["routes"] = ipam_result["routes"]
+        dns = ipam_result.get("dns") or conf.dns
+        if dns:
+            result["dns"] = dns
+        return result
+
+    def _add_steps(
+        self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: list[Callable[[], object]]
+    ) -> dict[str, Any]:
+        att = plan.attachment
+        own = self.options.ownership
+        health = self.dataplane.health()
+        if not health.ok:
+            raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
+        root = plan.folder.parent
+        try:
+            if not root.exists():
+                root.mkdir(parents=True, mode=0o755)
+            made = fsutil.ensure_dir(plan.folder, own)
+        except fsutil.UnsafePathError as exc:
+            raise CniError(UNSAFE_PATH, f"refusing the socket folder: {exc}") from None
+        if made:
+            undo.append(lambda: fsutil.remove_dir(plan.folder))
+        # a socket left by an earlier user of this folder would make the app's bind fail
+        self._unlink_socket(plan.folder, att.socket_name)
+        ipam_result: dict[str, Any] = {}
+        if conf.ipam:
+            ipam_env = self._ipam_env(env, att.container_id, att.ifname)
+            ipam_result = ipam.delegate("ADD", raw, ipam_env, env.path)
+            undo.append(lambda: ipam.delegate("DEL", raw, ipam_env, env.path))
+        if not plan.folder_is_device:
+            att = _with_extra(att, {ID_FOLDER_OWNED: "true"})
+        try:
+            self.dataplane.attach(att, timeout=self.options.attach_timeout)
+        except DataplaneUnavailable:
+            raise
+        except DataplaneError as exc:
+            raise CniError(DATAPLANE_FAILURE, str(exc)) from None
+        undo.append(lambda: self.dataplane.detach(att.port_name))
+        if att.mode is Mode.CLIENT:
+            self._relocate(att, wait=self.options.client_socket_wait)
+            undo.append(lambda: self._unlink_socket(plan.folder, att.socket_name))
+        app_conf = {"vhostname": att.socket_name, "vhostmac": att.mac, "mode": att.mode.value}
+        fsutil.write_json_in(plan.folder, plan.config_file_name, app_conf, mode=0o644, own=own)
+        undo.append(lambda: fsutil.unlink_in(plan.folder, plan.config_file_name))
+        if plan.device_info_file:
+            path = Path(plan.device_info_file)
+            deviceinfo.write_at(path, deviceinfo.vhost_user(att.mode, plan.container_socket_path))
+            undo.append(lambda: fsutil.unlink_in(path.parent, path.name))
+        return ipam_result
+
+    @staticmethod
+    def _ipam_env(env: CniEnv, container_id: str, ifname: str) -> dict[str, str]:
+        out = {"CNI_CONTAINERID": container_id, "CNI_IFNAME": ifname, "CNI_PATH": ":".join(env.path)}
+        if env.netns:
+            out["CNI_NETNS"] = env.netns
+        if env.args:
+            out["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in env.args.items())
+        return out
+
+    # -- client mode: OVS makes the socket in its own folder; we move it into the pod's ------------------------
+    def _relocate(self, att: Attachment, wait: float) -> bool:
+        src = Path(self.dataplane.vhost_sock_dir()) / att.port_name
+        deadline = time.monotonic() + wait
+        while not _is_socket(src):
+            if time.monotonic() > deadline:
+                raise CniError(DATAPLANE_FAILURE, f"OVS did not create the client-mode socket {src} within {wait:.0f}s")
+            time.sleep(0.01)
+        dst = att.socket_path
+        try:
+            os.rename(src, dst)
+        except OSError as exc:
+            if exc.errno == errno.EXDEV:
+                raise CniError(
+                    IO_FAILURE,
+                    f"cannot move the vhost-user socket {src} to {dst}: EXDEV (cross-device link)",
+                    "OVS's vhost-sock-dir and socketRoot must be on one filesystem for client mode",
+                ) from None
+            raise CniError(IO_FAILURE, f"cannot move the vhost-user socket {src} to {dst}: {exc.strerror}") from None
+        fsutil.set_socket_owner(dst, self.options.ownership)
+        return True
+
+    def relocate_client_sockets(self) -> list[str]:
+        """Move sockets that OVS re-created in its own folder (after an ovs-vswitchd restart) back into the pods'."""
+        moved: list[str] = []
+        try:
+            ports = self.dataplane.list_ports()
+            sock_dir = Path(self.dataplane.vhost_sock_dir())
+        except DataplaneError:
+            return moved
+        with self._lock:
+            for port in ports:
+                if port.ovs_type != "dpdkvhostuser":
+                    continue
+                src = sock_dir / port.name
+                target = port.external_ids.get("vhostplug-socket")
+                if not target or not _is_socket(src):
+                    continue
+                dst = Path(target)
+                try:
+                    st = os.lstat(dst.parent)
+                    if not stat.S_ISDIR(st.st_mode):
+                        continue
+                    os.rename(src, dst)
+                    fsutil.set_socket_owner(dst, self.options.ownership)
+                    moved.append(str(dst))
+                except OSError as exc:
+                    LOG.warning("cannot move re-created socket %s to %s: %s", src, dst, exc)
+        return moved
+
+    @staticmethod
+    def _unlink_socket(folder: Path, name: str) -> bool:
+        path = folder / name
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return False
+        if stat.S_ISSOCK(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            return fsutil.unlink_in(folder, name)
+        return False
+
+    # -- DEL ---------------------------------------------------------------------------------------------------
+    def delete(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
+        try:
+            plan: Plan | None = self.plan(env, conf, raw)
+        except CniError:
+            plan = None  # a config that cannot be planned made nothing we could find by it; the port may exist
+        port_name = plan.attachment.port_name if plan else port_name_for(env.container_id, env.ifname)
+        with self._lock:
+            port = self.dataplane.get_port(port_name)
+            if port is not None and port.attachment_key not in (None, attachment_key(env.container_id, env.ifname)):
+                port = None  # not this attachment's: leave it alone
+            if port is not None:
+                self.dataplane.detach(port_name)
+            self._remove_files(port, plan)
+        if conf.ipam:
+            ipam.delegate("DEL", raw, self._ipam_env(env, env.container_id, env.ifname), env.path)
+        return None
+
+    def _remove_files(self, port: VhostUserPort | None, plan: Plan | None) -> None:
+        ids = port.external_ids if port is not None else {}
+        folder = Path(ids[ID_FOLDER]) if ID_FOLDER in ids else (plan.folder if plan else None)
+        if folder is None:
+            return
+        socket_name = Path(ids.get("vhostplug-socket", "")).name or (plan.attachment.socket_name if plan else "")
+        config_name = ids.get(ID_CONFIG_FILE) or (plan.config_file_name if plan else "")
+        devinfo = ids.get(ID_DEVINFO) or (plan.device_info_file if plan else None)
+        owned = ids.get(ID_FOLDER_OWNED) == "true" or (plan is not None and not plan.folder_is_device)
+        try:
+            if socket_name:
+                self._unlink_socket(folder, socket_name)
+            if config_name:
+                fsutil.unlink_in(folder, config_name)
+            if devinfo:
+                p = Path(devinfo)
+                fsutil.unlink_in(p.parent, p.name)
+            if owned:
+                fsutil.remove_dir(folder)
+        except fsutil.UnsafePathError as exc:
+            LOG.warning("not touching %s: %s", folder, exc)
+
+    # -- CHECK -------------------------------------------------------------------------------------------------
+    def check(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
+        if conf.prev_result is None:
+            raise CniError(INVALID_CONFIG, "CHECK needs prevResult")
+        plan = self.plan(env, conf, raw)
+        att = plan.attachment
+        health = self.dataplane.health()
+        if not health.ok:
+            raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
+        port = self.dataplane.get_port(att.port_name)
+        if port is None:
+            raise CniError(DATAPLANE_FAILURE, f"OVS port {att.port_name} of {att.key} is missing")
+        if port.attachment_key != att.key:
+            raise CniError(
+                DATAPLANE_FAILURE, f"OVS port {att.port_name} belongs to {port.attachment_key}, not {att.key}"
+            )
+        if port.ovs_type != att.mode.ovs_type:
+            raise CniError(
+                DATAPLANE_FAILURE, f"OVS port {att.port_name} is {port.ovs_type}, expected {att.mode.ovs_type}"
+            )
+        try:
+            st = os.lstat(plan.folder)
+        except FileNotFoundError:
+            raise CniError(IO_FAILURE, f"socket folder {plan.folder} is missing") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise CniError(UNSAFE_PATH, f"socket folder {plan.folder} is not a real folder")
+        if att.mode is Mode.CLIENT and not _is_socket(att.socket_path):
+            raise CniError(IO_FAILURE, f"client-mode socket {att.socket_path} is missing")
+        prev = [i for i in conf.prev_result.get("interfaces", []) if i.get("name") == att.ifname]
+        if not prev:
+            raise CniError(INVALID_CONFIG, f"prevResult has no interface {att.ifname}")
+        if prev[0].get("mac") and prev[0]["mac"] != att.mac:
+            raise CniError(DATAPLANE_FAILURE, f"interface MAC {att.mac} differs from prevResult's {prev[0]['mac']}")
+        if prev[0].get("socketPath") and prev[0]["socketPath"] != str(att.socket_path):
+            raise CniError(
+                DATAPLANE_FAILURE, f"socket {att.socket_path} differs from prevResult's {prev[0]['socketPath']}"
+            )
+        if conf.ipam:
+            ipam.delegate("CHECK", raw, self._ipam_env(env, env.container_id, env.ifname), env.path)
+        return None
+
+    # -- STATUS ------------------------------------------------------------------------------------------------
+    def status(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
+        health = self.dataplane.health()
+        if not health.ok:
+            raise CniError(STATUS_UNAVAILABLE, "vhostplug cannot add attachments now", health.detail)
+        return None
+
+    # -- GC ----------------------------------------------------------------------------------------------------
+    def gc(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
+        keep = {attachment_key(a.get("containerID", ""), a.get("ifname", "")) for a in conf.keep_list}
+        with self._lock:
+            stale = [
+                p
+                for p in self.dataplane.list_ports()
+                if p.external_ids.get(ID_NETWORK) == conf.name and p.attachment_key not in keep
+            ]
+            for port in stale:
+                self.dataplane.detach(port.name)
+                self._remove_files(port, None)
+        errors = []
+        if conf.ipam:
+            for port in stale:
+                cid = port.external_ids.get("vhostplug-container-id", "")
+                ifname = port.external_ids.get("vhostplug-ifname", "")
+                try:
+                    ipam.delegate("DEL", raw, self._ipam_env(env, cid, ifname), env.path)
+                except CniError as exc:
+                    errors.append(str(exc))
+        if errors:
+            raise CniError(IO_FAILURE, "GC removed the stale ports but IPAM DEL failed", "; ".join(errors))
+        return None
+
+
+def _with_extra(att: Attachment, extra: dict[str, str]) -> Attachment:
+    from dataclasses import replace
+
+    return replace(att, extra_ids=tuple(sorted({**dict(att.extra_ids), **extra}.items())))
+
+
+def _is_socket(path: Path) -> bool:
+    try:
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False

@@ -1,0 +1,126 @@
+"""The vhostplug network configuration (what the runtime or Multus puts on the plugin's stdin), validated with pydantic.
+
+Unknown keys are refused with a message naming them: a typo in a NetworkAttachmentDefinition should fail loudly
+at ADD, not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vhostplug import fsutil
+from vhostplug.cni.spec import DECODE_FAILURE, INVALID_CONFIG, CniError
+from vhostplug.deviceinfo import DEFAULT_CONTAINER_ROOT
+from vhostplug.model import Mode
+
+DEFAULT_SOCKET_ROOT = "/var/run/vhostplug"
+DEFAULT_BRIDGE = "br-vhost"
+
+
+def _abs_path(value: str, key: str) -> str:
+    if not value.startswith("/") or "\0" in value or ".." in value.split("/"):
+        raise ValueError(f"{key} must be an absolute path without '..' (got {value!r})")
+    return value.rstrip("/") or "/"
+
+
+class RuntimeConfig(BaseModel):
+    # the runtime passes only the capabilities we declared, but other plugins' keys may ride along: ignore those
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    device_id: str | None = Field(None, alias="deviceID")
+    device_info_file: str | None = Field(None, alias="CNIDeviceInfoFile")
+    mac: str | None = None
+
+    @field_validator("device_info_file")
+    @classmethod
+    def _devinfo_path(cls, v: str | None) -> str | None:
+        return None if v is None else _abs_path(v, "runtimeConfig.CNIDeviceInfoFile")
+
+
+class NetConf(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    cni_version: str | None = Field(None, alias="cniVersion")
+    cni_versions: list[str] | None = Field(None, alias="cniVersions")
+    name: str = Field(min_length=1, max_length=253)
+    type: Literal["vhostplug"]
+    bridge: str = DEFAULT_BRIDGE
+    mode: Mode = Mode.SERVER
+    mtu: int | None = Field(None, ge=68, le=9710)
+    vlan: int | None = Field(None, ge=0, le=4095)
+    socket_root: str = Field(DEFAULT_SOCKET_ROOT, alias="socketRoot")
+    container_socket_root: str = Field(DEFAULT_CONTAINER_ROOT, alias="containerSocketRoot")
+    agent_socket: str | None = Field(None, alias="agentSocket")
+    ipam: dict[str, Any] | None = None
+    dns: dict[str, Any] | None = None
+    capabilities: dict[str, bool] | None = None
+    runtime_config: RuntimeConfig = Field(default_factory=RuntimeConfig, alias="runtimeConfig")
+    device_id: str | None = Field(None, alias="deviceID")
+    pci_bus_id: str | None = Field(None, alias="pciBusID")
+    args: dict[str, Any] | None = None
+    prev_result: dict[str, Any] | None = Field(None, alias="prevResult")
+    disable_check: bool = Field(False, alias="disableCheck")
+    disable_gc: bool = Field(False, alias="disableGC")
+    # kuryr / os-vif inputs (see vhostplug.kuryr.cni): a Neutron port binding or an os-vif VIFVHostUser primitive
+    kuryr: dict[str, Any] | None = None
+    os_vif: dict[str, Any] | str | None = Field(None, alias="osVif")
+    neutron_port: dict[str, Any] | str | None = Field(None, alias="neutronPort")
+    gc_attachments: list[dict[str, str]] | None = Field(None, alias="cni.dev/attachments")
+    valid_attachments: list[dict[str, str]] | None = Field(None, alias="cni.dev/valid-attachments")
+
+    @field_validator("bridge")
+    @classmethod
+    def _bridge(cls, v: str) -> str:
+        if not v or len(v) > 15 or "/" in v or "\0" in v or v in (".", ".."):
+            raise ValueError(f"bridge {v!r} must be a valid interface name (1-15 characters, no '/')")
+        return v
+
+    @field_validator("socket_root", "container_socket_root")
+    @classmethod
+    def _roots(cls, v: str) -> str:
+        return _abs_path(v, "socketRoot")
+
+    @field_validator("agent_socket")
+    @classmethod
+    def _agent(cls, v: str | None) -> str | None:
+        return None if v is None else _abs_path(v, "agentSocket")
+
+    @property
+    def effective_device_id(self) -> str | None:
+        return self.runtime_config.device_id or self.device_id
+
+    @property
+    def device_info_file(self) -> str | None:
+        return self.runtime_config.device_info_file
+
+    @property
+    def keep_list(self) -> list[dict[str, str]]:
+        return self.gc_attachments or self.valid_attachments or []
+
+
+def parse(raw: str) -> tuple[NetConf, dict[str, Any]]:
+    """Decode and validate stdin; returns the model and the raw dict (IPAM delegation passes it on unchanged)."""
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise CniError(DECODE_FAILURE, "network configuration is not valid JSON", str(exc)) from None
+    if not isinstance(data, dict):
+        raise CniError(DECODE_FAILURE, "network configuration must be a JSON object")
+    try:
+        conf = NetConf.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(config)"
+            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {what}")
+        raise CniError(INVALID_CONFIG, "invalid vhostplug network configuration", "; ".join(problems)) from None
+    if conf.effective_device_id is not None:
+        try:
+            fsutil.check_component(conf.effective_device_id, "deviceID")
+        except fsutil.UnsafePathError as exc:
+            raise CniError(INVALID_CONFIG, str(exc)) from None
+    return conf, data

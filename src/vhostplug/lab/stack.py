@@ -1,0 +1,169 @@
+"""The lab's long-running parts, started and stopped by `vhostplug lab up/status/down`: the private OVS-DPDK, the
+node agent (CNI server + device plugin) as a background process, and the installed CNI shim.
+
+Everything lives under one run folder; `down` works from that folder alone, so it also cleans up after a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vhostplug.cni.install import copy_ipam_plugins, install_shim
+from vhostplug.lab.ovs import PrivateOvs, pid_alive
+
+
+class LabError(RuntimeError):
+    pass
+
+
+class LabPaths:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.ovs_dir = self.run_dir / "ovs"
+        self.agent_socket = self.run_dir / "agent" / "agent.sock"
+        self.agent_config = self.run_dir / "agent.yaml"
+        self.agent_pidfile = self.run_dir / "agent.pid"
+        self.agent_log = self.run_dir / "agent.log"
+        self.cni_bin_dir = self.run_dir / "cni" / "bin"
+        self.cni_bin = self.cni_bin_dir / "vhostplug"
+        self.socket_root = self.run_dir / "s"
+        self.device_plugin_dir = self.run_dir / "kubelet" / "device-plugins"
+        self.devinfo_dir = self.run_dir / "devinfo"
+        self.ipam_dir = self.run_dir / "ipam"
+
+
+def _qemu_group() -> str:
+    """The group QEMU (libvirt-qemu) shares with OVS for socket folders, when it exists."""
+    for name in ("kvm", "libvirt-qemu"):
+        with contextlib.suppress(KeyError):
+            grp.getgrnam(name)
+            return name
+    return "root"
+
+
+def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
+    return {
+        "listen": str(paths.agent_socket),
+        "socketRoot": str(paths.socket_root),
+        "devicePluginDir": str(paths.device_plugin_dir),
+        "devinfoDir": str(paths.devinfo_dir),
+        "dataplane": {"backend": "ovs", "ovsdb": ovs.endpoint, "ovsRundir": str(ovs.run_dir)},
+        "ownership": {"user": "root", "group": _qemu_group(), "dirMode": "0770", "socketMode": "0660"},
+        "devicePlugin": {"vhostuser": {"count": 8, "group": _qemu_group()}},
+    }
+
+
+def _agent_pid(paths: LabPaths) -> int | None:
+    try:
+        pid = int(paths.agent_pidfile.read_text())
+    except (OSError, ValueError):
+        return None
+    return pid if pid_alive(pid) else None
+
+
+def start_agent(paths: LabPaths, ovs: PrivateOvs, timeout: float = 20.0) -> int:
+    if (pid := _agent_pid(paths)) is not None and paths.agent_socket.is_socket():
+        return pid
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    paths.device_plugin_dir.mkdir(parents=True, exist_ok=True)
+    paths.agent_config.write_text(json.dumps(agent_config(paths, ovs), indent=2))
+    exe = Path(sys.executable).with_name("vhostplug")
+    argv = [str(exe), "agent", "--config", str(paths.agent_config)]
+    with open(paths.agent_log, "ab") as log:
+        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+    paths.agent_pidfile.write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if paths.agent_socket.is_socket():
+            return proc.pid
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    tail = "\n".join(paths.agent_log.read_text(errors="replace").splitlines()[-20:])
+    stop_agent(paths)
+    raise LabError(f"the node agent did not come up ({' '.join(argv)}):\n{tail}")
+
+
+def stop_agent(paths: LabPaths) -> int | None:
+    pid = _agent_pid(paths)
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if pid_alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    for p in (paths.agent_pidfile, paths.agent_socket):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return pid
+
+
+def lab_up(run_dir: Path, hugepages: bool = False) -> dict[str, Any]:
+    from vhostplug.lab.ovs import OvsConfig
+
+    paths = LabPaths(run_dir)
+    ovs = PrivateOvs(paths.ovs_dir, OvsConfig(hugepages=hugepages))
+    ovs.start()
+    install_shim(paths.cni_bin_dir)
+    copy_ipam_plugins(paths.cni_bin_dir)
+    start_agent(paths, ovs)
+    return lab_status(run_dir)
+
+
+def lab_status(run_dir: Path) -> dict[str, Any]:
+    paths = LabPaths(run_dir)
+    status = PrivateOvs(paths.ovs_dir).status()
+    status["run_dir"] = str(paths.run_dir)
+    status.update(
+        {
+            "agent_socket": str(paths.agent_socket),
+            "pid_agent": _agent_pid(paths),
+            "cni_bin": str(paths.cni_bin),
+            "cni_path": str(paths.cni_bin_dir),
+            "socket_root": str(paths.socket_root),
+            "device_plugin_dir": str(paths.device_plugin_dir),
+            "devinfo_dir": str(paths.devinfo_dir),
+        }
+    )
+    return status
+
+
+def lab_down(run_dir: Path) -> list[str]:
+    """Stop and remove everything the lab started (also after a crash); returns what it did."""
+    import shutil
+
+    paths = LabPaths(run_dir)
+    done: list[str] = []
+    extra_cleanup = _demo_cleanup()
+    if extra_cleanup is not None:
+        done.extend(extra_cleanup(paths.run_dir))
+    if (pid := stop_agent(paths)) is not None:
+        done.append(f"stopped agent (pid {pid})")
+    done.extend(PrivateOvs(paths.ovs_dir).stop())
+    if paths.run_dir.exists():
+        shutil.rmtree(paths.run_dir, ignore_errors=True)
+        done.append(f"removed {paths.run_dir}")
+    if not done:
+        done.append("nothing to stop")
+    return done
+
+
+def _demo_cleanup() -> Any:
+    """The demo's own teardown (pods, VMs), when that module is present."""
+    try:
+        from vhostplug.lab import demo
+    except ImportError:
+        return None
+    return getattr(demo, "cleanup", None)
