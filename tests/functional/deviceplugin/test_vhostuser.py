@@ -194,3 +194,27 @@ def test_stop_removes_sockets_and_devinfo(rig: Rig) -> None:
     assert socks == []
     # the device folders stay (a pod may still use its socket)
     assert (rig.socket_root / "vu00").is_dir()
+
+
+def test_registers_when_kubelet_comes_up_later(short_dir: Path) -> None:
+    from vhostplug.deviceplugin.config import load_config
+    from vhostplug.deviceplugin.manager import DevicePluginManager
+    from vhostplug.lab.kubelet import LabKubelet
+
+    manager = DevicePluginManager(
+        load_config({"vhostuser": {"count": 2}, "dataplane": {"enabled": False}}),
+        socket_root=short_dir / "s",
+        device_plugin_dir=short_dir / "dp",
+        devinfo_dir=short_dir / "di",
+    )
+    kubelet = LabKubelet(short_dir / "dp")
+    try:
+        manager.start()  # no kubelet yet: serves, Register fails and is retried
+        assert not manager.servers[VU].registered
+        assert (short_dir / "dp" / "vhostplug.io_vhostuser.sock").exists()
+        kubelet.start()
+        kubelet.wait_registered(VU, timeout=5)
+        assert [d.ID for d in kubelet.wait_for(VU, healthy, timeout=5)] == ["vu00", "vu01"]
+    finally:
+        manager.stop()
+        kubelet.stop()
