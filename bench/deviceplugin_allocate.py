@@ -64,6 +64,13 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR)  # health flips are logged as warnings: keep the output clean
 
     work = Path(tempfile.mkdtemp(prefix="vhp-bench-", dir="/tmp"))
+    try:
+        return _run(work, args.allocations, args.changes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _run(work: Path, allocations: int, changes: int) -> int:
     fs = standard(work / "f")
     probe = FlipProbe()
     cfg = load_config(
@@ -93,14 +100,14 @@ def main() -> int:
         for i in range(20):  # warm up channel and caches
             stub.Allocate(pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[ids[i]])]))
         alloc_ms: list[float] = []
-        for i in range(args.allocations):
+        for i in range(allocations):
             req = pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[ids[i % 64]])])
             t = time.perf_counter()
             stub.Allocate(req, timeout=5)
             alloc_ms.append((time.perf_counter() - t) * 1000)
 
         hotadd_ms: list[float] = []
-        for i in range(args.changes):
+        for i in range(changes):
             name, addr = f"vdpa{100 + i}", f"0000:66:{i // 8:02x}.{i % 8}"
             fs.add_vf(addr, "0000:65:00.0")
             t = time.perf_counter()
@@ -110,7 +117,7 @@ def main() -> int:
             hotadd_ms.append((time.perf_counter() - t) * 1000)
 
         flip_ms: list[float] = []
-        for i in range(args.changes):
+        for i in range(changes):
             want = "Unhealthy" if i % 2 == 0 else "Healthy"
             t = time.perf_counter()
             probe.ok = want == "Healthy"
@@ -120,7 +127,6 @@ def main() -> int:
     finally:
         manager.stop()
         kubelet.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     result = {
         "benchmark": "deviceplugin_allocate",
