@@ -168,7 +168,7 @@ class DevicePluginManager:
             self._last_rescan = time.monotonic()
 
     def refresh(self) -> None:
-        """Poll health now (tests and benchmarks; the loops do it on their own)."""
+        """Poll health now, without a sysfs rescan (tests and benchmarks; the loops do it on their own)."""
         self._poll_health()
-        if self.pools:
-            self.rescan()
+        for pool in self.pools:
+            self.servers[pool.resource_name].set_devices(pool.poll())
