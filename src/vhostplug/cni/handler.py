@@ -269,7 +269,9 @@ class CniHandler:
         if env.netns:
             out["CNI_NETNS"] = env.netns
         if env.args:
-            out["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in env.args.items())
+            # the pod's args were not meant for the IPAM plugin: tell it to ignore the ones it does not know
+            args = {"IgnoreUnknown": "1", **env.args}
+            out["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in args.items())
         return out
 
     # -- client mode: OVS makes the socket in its own folder; we move it into the pod's ------------------------
