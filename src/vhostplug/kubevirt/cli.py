@@ -47,7 +47,38 @@ def kubevirt_sidecar(
     Sidecar(socket or default_socket_path(), binding, exit_on_shutdown=not stay).run()
 
 
-def webhook() -> None:
+def webhook(
+    cert: Path = typer.Option(
+        Path("/etc/vhostplug/webhook/tls.crt"), "--cert", help="TLS certificate (re-read on change)."
+    ),
+    key: Path = typer.Option(
+        Path("/etc/vhostplug/webhook/tls.key"), "--key", help="TLS private key (re-read on change)."
+    ),
+    host: str = typer.Option("0.0.0.0", "--host"),
+    port: int = typer.Option(8443, "--port"),
+    kubeconfig: Path | None = typer.Option(
+        None, "--kubeconfig", help="Default: in-cluster service account, else ~/.kube/config."
+    ),
+    resource_prefix: str = typer.Option(
+        "vhostplug.io/", "--resource-prefix", help="NAD resourceName prefix that is ours."
+    ),
+    links_dir: str = typer.Option(
+        "/var/run/vhostplug-links", "--links-dir", help="Shared links folder in virt-launcher pods."
+    ),
+    cache_ttl: float = typer.Option(
+        30.0, "--cache-ttl", help="Seconds a NetworkAttachmentDefinition lookup is cached."
+    ),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
     """Run the mutating admission webhook (HTTPS)."""
-    typer.echo("webhook: not implemented yet", err=True)
-    raise typer.Exit(2)
+    _logging(verbose)
+    import asyncio
+
+    from vhostplug.kubevirt.webhook import LightkubeResolver, WebhookConfig, serve
+
+    async def main() -> None:
+        resolver = LightkubeResolver.from_kubeconfig(kubeconfig, ttl=cache_ttl)
+        config = WebhookConfig(resource_prefix=resource_prefix, links_dir=links_dir)
+        await serve(host, port, cert, key, resolver, config)
+
+    asyncio.run(main())
