@@ -1,0 +1,51 @@
+"""The KubeVirt deployment manifests say what the binding, the sidecar and the webhook expect of each other."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from tests.conftest import REPO
+from vhostplug.kubevirt import webhook
+from vhostplug.kubevirt.domain import DEFAULT_BINDING_NAME
+
+DEPLOY = REPO / "deploy" / "kubevirt"
+
+
+def load(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DEPLOY / name).read_text()) if d]
+
+
+def test_binding_registration() -> None:
+    (kv,) = load("kubevirt-binding.yaml")
+    binding = kv["spec"]["configuration"]["network"]["binding"][DEFAULT_BINDING_NAME]
+    assert binding["downwardAPI"] == "device-info"
+    assert binding["sidecarImage"]
+    assert "migration" in binding
+    assert "domainAttachmentType" not in binding  # the sidecar writes the whole interface itself
+
+
+def test_example_vmi_uses_the_binding_and_our_nad() -> None:
+    (nad,) = load("network-attachment-definition.yaml")
+    (vmi,) = load("vmi.yaml")
+    assert nad["metadata"]["annotations"][webhook.RESOURCE_ANNOTATION] == "vhostplug.io/vhostuser"
+    bound = [
+        i for i in vmi["spec"]["domain"]["devices"]["interfaces"] if i.get("binding", {}).get("name") == "vhostuser"
+    ]
+    assert [i["name"] for i in bound] == ["net1"]
+    nets = {n["name"]: n for n in vmi["spec"]["networks"]}
+    ns, name = nets["net1"]["multus"]["networkName"].split("/")
+    assert (ns, name) == (nad["metadata"]["namespace"], nad["metadata"]["name"])
+
+
+def test_webhook_manifest_matches_the_server() -> None:
+    docs = {d["kind"]: d for d in load("webhook.yaml")}
+    (hook,) = docs["MutatingWebhookConfiguration"]["webhooks"]
+    assert hook["clientConfig"]["service"]["path"] == "/mutate"
+    assert hook["admissionReviewVersions"] == ["v1"]
+    assert hook["rules"][0]["resources"] == ["pods"]
+    rules = docs["ClusterRole"]["rules"]
+    assert any("network-attachment-definitions" in r["resources"] and "get" in r["verbs"] for r in rules)
+    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert args[0] == "webhook" and "--cert" in args and "--key" in args
