@@ -7,6 +7,8 @@ then move vm-a to server mode (domain XML and OVS Interface), after which the au
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import json
 import os
 import stat
@@ -26,7 +28,8 @@ from tests.functional.audit.conftest import OvsPorts
 from vhostplug.lab.ovs import PrivateOvs
 
 VHOSTPLUG = str(Path(sys.executable).parent / "vhostplug")
-GROUP = "kvm"  # exists wherever libvirt's QEMU runs (Debian: libvirt-qemu's primary group)
+# a group QEMU holds (Debian runs QEMU as libvirt-qemu:libvirt-qemu) so the VM started in server mode can make its socket
+GROUP = "libvirt-qemu" if "libvirt-qemu" in {g.gr_name for g in grp.getgrall()} else "qemu"
 
 
 def domain_xml(name: str, sock: str, mode: str) -> str:
@@ -42,6 +45,7 @@ def domain_xml(name: str, sock: str, mode: str) -> str:
       <mac address='02:00:00:00:0a:01'/>
       <source type='unix' path='{sock}' mode='{mode}'/>
       <model type='virtio'/>
+      <rom enabled='no'/>
     </interface>
     <graphics type='vnc' autoport='yes'/>
   </devices>
@@ -57,7 +61,7 @@ def cli(*args: str) -> tuple[int, Any, str]:
     return proc.returncode, data, proc.stderr
 
 
-def wait_socket(path: Path, timeout: float = 15) -> None:
+def wait_socket(path: Path, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if path.is_socket():
@@ -72,6 +76,7 @@ def lab(private_ovs: PrivateOvs, libvirt_uri: str, short_dir: Path) -> Iterator[
 
     require_root()
     tag = uuid.uuid4().hex[:6]
+    short_dir.chmod(0o755)  # QEMU (not root) must reach the socket folder inside
     ports = OvsPorts(private_ovs, f"brau{tag}")
     conn = libvirt.open(libvirt_uri)
     names = {"a": f"vhp-au-a-{tag}", "b": f"vhp-au-b-{tag}"}
@@ -168,7 +173,7 @@ def test_audit_then_migrate_to_server(lab: dict[str, Any], libvirt_uri: str) -> 
     assert iface["type"] == "dpdkvhostuserclient"
     assert iface["options"]["vhost-server-path"] == new_path
     st = os.stat(sockdir)
-    assert stat.S_IMODE(st.st_mode) == 0o2775 and st.st_gid == __import__("grp").getgrnam(GROUP).gr_gid
+    assert stat.S_IMODE(st.st_mode) == 0o2775 and st.st_gid == grp.getgrnam(GROUP).gr_gid
     # vm-b was not asked for: untouched
     xml_b = lab["conn"].lookupByName(names["b"]).XMLDesc(libvirt.VIR_DOMAIN_XML_INACTIVE)
     assert str(socks["b"]) in xml_b and lab["ports"].interface(pnames["b"])["type"] == "dpdkvhostuser"
@@ -203,3 +208,56 @@ def test_audit_unreachable_ovsdb_is_an_error(short_dir: Path) -> None:
     rc, report, _ = cli("audit", "--ovsdb", f"unix:{short_dir}/none.sock", "--no-libvirt")
     assert rc == 1
     assert [f["code"] for f in report["findings"]] == ["ovsdb-unreachable"]
+
+
+def test_force_running_domain_restarts_cold(lab: dict[str, Any], libvirt_uri: str) -> None:
+    """A running client-mode VM: refused without --force-running; with it destroyed, redefined, retyped, started."""
+    import libvirt
+
+    ep, socks, names, pnames = lab["endpoint"], lab["socks"], lab["names"], lab["pnames"]
+    base = ["--ovsdb", ep, "--libvirt-uri", libvirt_uri]
+    # OVS (root) made the socket root-only; QEMU cannot connect and the audit says so
+    rc, report, err = cli("audit", *base)
+    assert report is not None, err
+    assert findings_for(report, str(socks["a"])).get("no-access") == "error"
+    socks["a"].chmod(0o777)
+    dom = lab["conn"].lookupByName(names["a"])
+    dom.create()
+    assert dom.isActive()
+
+    sockdir: Path = lab["sockdir"]
+    mig = ["migrate-mode", "--to", "server", "--socket-dir", str(sockdir), "--group", GROUP, "--domain", names["a"]]
+    rc, refused, err = cli(*mig, *base)
+    assert rc == 1, err
+    assert "is running" in refused["domains"][0]["refused"]
+    assert dom.isActive() and lab["ports"].interface(pnames["a"])["type"] == "dpdkvhostuser"
+
+    rc, done, err = cli(*mig, *base, "--force-running")
+    assert rc == 0, (done, err)
+    assert [(s["action"], s["status"]) for s in done["domains"][0]["steps"]] == [
+        ("destroy", "done"),
+        ("redefine", "done"),
+        ("retype-port", "done"),
+        ("start", "done"),
+    ]
+    dom = lab["conn"].lookupByName(names["a"])
+    assert dom.isActive()
+    new_path = sockdir / pnames["a"]
+    live = etree.fromstring(dom.XMLDesc(0).encode()).find("devices/interface[@type='vhostuser']/source")
+    assert live is not None and (live.get("mode"), live.get("path")) == ("server", str(new_path))
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not new_path.is_socket():
+        time.sleep(0.1)
+    assert new_path.is_socket(), "QEMU did not create its server socket"
+    assert new_path.stat().st_gid == grp.getgrnam(GROUP).gr_gid  # the setgid folder passed its group on
+
+    rc, after, err = cli("audit", *base)
+    assert after is not None, err
+    row = row_for(after, str(new_path))
+    assert [(c["domain"], c["mode"], c["running"]) for c in row["consumers"]] == [(names["a"], "server", True)]
+    fa = findings_for(after, str(new_path))
+    assert "mode-mismatch" not in fa and "socket-missing" not in fa and "no-access" not in fa
+    dom.destroy()
+    assert not dom.isActive()
+    with contextlib.suppress(libvirt.libvirtError):
+        dom.undefine()
