@@ -58,6 +58,15 @@ class Agent:
         self.metrics = Metrics()
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self.device_plugins: Any = None
+        self._dp_config: Any = None
+        if config.device_plugin is not None:
+            from vhostplug.deviceplugin.config import ConfigError as DevicePluginConfigError
+            from vhostplug.deviceplugin.config import load_config
+
+            try:  # validated before anything starts: a bad key must leave nothing half-started
+                self._dp_config = load_config(config.device_plugin)
+            except DevicePluginConfigError as exc:
+                raise ConfigError(f"invalid devicePlugin configuration: {exc}") from None
         self._stop = asyncio.Event()
 
     def health_probe(self) -> tuple[bool, str]:
@@ -65,14 +74,12 @@ class Agent:
         return h.ok, h.detail
 
     def _start_device_plugins(self) -> None:
-        if self.config.device_plugin is None:
+        if self._dp_config is None:
             return
-        from vhostplug.deviceplugin.config import load_config
         from vhostplug.deviceplugin.manager import DevicePluginManager
 
-        dp_config = load_config(self.config.device_plugin)
         self.device_plugins = DevicePluginManager(
-            dp_config,
+            self._dp_config,
             socket_root=self.config.socket_root,
             device_plugin_dir=self.config.device_plugin_dir,
             devinfo_dir=self.config.devinfo_dir,

@@ -25,6 +25,8 @@ from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, DataplaneHealth,
 from vhostplug.protocols import DataplaneError, DataplaneUnavailable
 
 LOG = logging.getLogger(__name__)
+# ovsdbapp logs a traceback when vswitchd did not add an interface; we report that ourselves, with the reason
+logging.getLogger("ovsdbapp.schema.open_vswitch.impl_idl").setLevel(logging.CRITICAL)
 VHOST_TYPES = ("dpdkvhostuser", "dpdkvhostuserclient")
 BRIDGE_MARK = "vhostplug-created"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
@@ -178,10 +180,24 @@ class OvsDataplane:
                 if found is not None:
                     return found
             if error or ofport == -1 or time.monotonic() > deadline:
+                bridge_ok = self._bridge_has_datapath(name)
                 self.detach(name)
                 reason = error or f"no ofport after {timeout:.1f}s"
+                if not bridge_ok:
+                    reason += (
+                        "; its bridge has no datapath (is another OVS-DPDK on this host holding the global"
+                        " 'ovs-netdev' tap? see ovs-vswitchd's log)"
+                    )
                 raise DataplaneError(f"ovs-vswitchd could not add port {name}: {reason}")
             time.sleep(0.002)
+
+    def _bridge_has_datapath(self, port_name: str) -> bool:
+        """False when the port's bridge never got an OpenFlow port (vswitchd could not open its datapath)."""
+        with self._read() as api:
+            port = idlutils.row_by_value(api.idl, "Port", "name", port_name, None)
+            bridge = self._bridge_of(api, port)
+            local = idlutils.row_by_value(api.idl, "Interface", "name", bridge, None) if bridge else None
+            return local is not None and (_first(local.ofport) or 0) >= 0 and bool(local.ofport)
 
     def detach(self, port_name: str) -> bool:
         api = self._connected_api()

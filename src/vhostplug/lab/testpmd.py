@@ -65,7 +65,8 @@ class Testpmd:
         ]
         for v in vdevs:
             eal.append(f"--vdev={v}")
-        self.argv = [*wrap, TESTPMD, *eal, "--", "-i", "--total-num-mbufs=8192"]
+        # stdout is a pipe: without line buffering, command output lags behind the prompt
+        self.argv = [*wrap, "stdbuf", "-oL", TESTPMD, *eal, "--", "-i", "--total-num-mbufs=8192"]
         self._proc: subprocess.Popen[str] | None = None
         self._out: list[str] = []
         self._lock = threading.Lock()
@@ -87,7 +88,11 @@ class Testpmd:
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self._wait_for(PROMPT, timeout, start=0)
+        try:
+            self._wait_for(PROMPT, timeout, start=0)
+        except BaseException:
+            self.stop()  # never leave a half-started testpmd (it holds its file-prefix lock)
+            raise
         return self
 
     def _read(self) -> None:
@@ -144,7 +149,7 @@ class Testpmd:
                 proc.stdin.write("quit\n")
                 proc.stdin.flush()
             try:
-                proc.wait(timeout=10)
+                proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

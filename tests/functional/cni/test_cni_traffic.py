@@ -1,0 +1,103 @@
+"""Traffic and modes: two testpmd apps on CNI-made ports pass packets through OVS; client mode moves the socket
+into the pod's folder (and again after an ovs-vswitchd restart); EXDEV is a clear error that leaves no port."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+from tests.functional.cni.conftest import AgentProc
+from vhostplug.cni.handler import port_name_for
+from vhostplug.lab.ovs import PrivateOvs
+from vhostplug.lab.testpmd import Testpmd
+
+
+def _wait(cond: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():  # type: ignore[operator]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_two_pods_pass_packets_through_ovs(agent: AgentProc, unique: str) -> None:
+    conf = agent.netconf()
+    socks = {}
+    for pod in ("a", "b"):
+        r = agent.run("ADD", {**conf, "runtimeConfig": {"deviceID": f"{pod}{unique}"}}, f"{pod}{unique}")
+        assert r.code == 0, r.raw
+        socks[pod] = r.out["interfaces"][0]["socketPath"]
+    port_a, port_b = port_name_for(f"a{unique}", "net1"), port_name_for(f"b{unique}", "net1")
+    app_a = Testpmd([f"net_virtio_user0,path={socks['a']},server=1"], file_prefix=f"ta{unique}")
+    app_b = Testpmd([f"net_virtio_user0,path={socks['b']},server=1"], file_prefix=f"tb{unique}")
+    try:
+        app_a.start()
+        app_b.start()
+        app_a.wait_link_up()
+        app_b.wait_link_up()
+        _wait(lambda: all(agent.dataplane.get_port(p).connected for p in (port_a, port_b)), 20, "OVS connected")  # type: ignore[union-attr]
+        app_b.cmd("start")
+        app_a.cmd("start tx_first 8")
+        time.sleep(3)
+        a, b = app_a.stats()[0], app_b.stats()[0]
+        app_a.cmd("stop")
+        app_b.cmd("stop")
+    finally:
+        app_a.stop()
+        app_b.stop()
+    assert a.tx_packets > 0 and b.rx_packets > 0, (a, b)
+    ovs_a = agent.dataplane.get_port(port_a).statistics  # type: ignore[union-attr]
+    ovs_b = agent.dataplane.get_port(port_b).statistics  # type: ignore[union-attr]
+    assert ovs_a["rx_packets"] > 0 and ovs_b["tx_packets"] > 0, (ovs_a, ovs_b)
+    assert not Path(f"/var/run/dpdk/ta{unique}").exists()
+    for pod in ("a", "b"):
+        assert agent.run("DEL", {**conf, "runtimeConfig": {"deviceID": f"{pod}{unique}"}}, f"{pod}{unique}").code == 0
+    assert not Path(socks["a"]).exists() and not Path(socks["b"]).exists()
+
+
+def test_client_mode_socket_is_moved_into_the_pod_folder_and_again_after_ovs_restart(
+    agent: AgentProc, private_ovs: PrivateOvs, unique: str
+) -> None:
+    cid = f"cl{unique}"
+    conf = agent.netconf(mode="client", runtimeConfig={"deviceID": f"c{unique}"})
+    r = agent.run("ADD", conf, cid)
+    assert r.code == 0, r.raw
+    sock = Path(r.out["interfaces"][0]["socketPath"])
+    port = port_name_for(cid, "net1")
+    assert agent.dataplane.get_port(port).ovs_type == "dpdkvhostuser"  # type: ignore[union-attr]
+    st = os.lstat(sock)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o660
+    assert not (private_ovs.vhost_sock_dir / port).exists(), "the socket was not moved out of OVS's folder"
+    with Testpmd([f"net_virtio_user0,path={sock}"], file_prefix=f"tc{unique}") as app:
+        app.wait_link_up()
+        _wait(lambda: agent.dataplane.get_port(port).connected, 20, "OVS connected")  # type: ignore[union-attr]
+    first_inode = st.st_ino
+    private_ovs.restart_vswitchd()
+    # OVS makes the socket again in its own folder; the agent notices and moves it into the pod's folder again
+    _wait(lambda: sock.is_socket() and os.lstat(sock).st_ino != first_inode, 20, "socket moved again")
+    assert not (private_ovs.vhost_sock_dir / port).exists()
+    with Testpmd([f"net_virtio_user0,path={sock}"], file_prefix=f"td{unique}") as app:
+        app.wait_link_up()
+    assert agent.run("CHECK", {**conf, "prevResult": r.out}, cid).code == 0
+    assert agent.run("DEL", conf, cid).code == 0
+    assert not sock.exists(), "DEL must remove the socket OVS cannot remove"
+
+
+def test_client_mode_across_filesystems_is_a_clear_exdev_error(agent: AgentProc, unique: str, short_dir: Path) -> None:
+    tmpfs = short_dir / "t"
+    tmpfs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmpfs)], check=True)
+    try:
+        conf = agent.netconf(mode="client", socketRoot=str(tmpfs), runtimeConfig={"deviceID": f"x{unique}"})
+        r = agent.run("ADD", conf, f"xd{unique}")
+        assert r.code == 1 and r.out["code"] == 5, r.raw
+        assert "EXDEV" in r.out["msg"] and str(tmpfs / f"x{unique}" / "vhu.sock") in r.out["msg"]
+        assert str(agent.ovs.vhost_sock_dir) in r.out["msg"]
+        assert port_name_for(f"xd{unique}", "net1") not in agent.our_ports(), "the port was not removed again"
+        assert list(tmpfs.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(tmpfs)], check=False)
