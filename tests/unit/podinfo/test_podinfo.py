@@ -246,6 +246,11 @@ def test_vhostplug_podinfo_command_runs_it(root: Path) -> None:
     assert (proc.returncode, proc.stdout) == (0, "--vdev net_virtio_user0,path=/a/b.sock,server=1\n"), proc.stderr
     bad = subprocess.run([str(exe), "podinfo", "--no-such"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
+    mod = subprocess.run(
+        [sys.executable, "-m", "vhostplug.podinfo", "--root", str(root), "--network-status", status, "--dpdk-args"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (mod.returncode, mod.stdout) == (0, proc.stdout)
 
 
 def test_podinfo_imports_only_the_standard_library() -> None:
