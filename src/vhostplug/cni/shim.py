@@ -109,6 +109,8 @@ def run(env: dict[str, str], stdin: bytes) -> int:
     if out:
         sys.stdout.write(out if out.endswith("\n") else out + "\n")
         sys.stdout.flush()
+    if env.get("VHOSTPLUG_SHIM_TIMING"):  # for bench/cni_latency.py: the agent's own request-in to answer-out time
+        sys.stderr.write(f"vhostplug-agent-ms={reply.get('agentMs')}\n")
     return code
 
 

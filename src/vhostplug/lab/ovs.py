@@ -3,6 +3,10 @@
 Never touches the system's /var/run/openvswitch and needs no systemd. DPDK runs with ``--no-huge`` by default (or
 2 MB hugepages on an own hugetlbfs mount), one PMD core, and is waited for until ``dpdk_initialized=true``.
 ``stop`` leaves nothing: no process, no run-dir file, no ``/var/run/dpdk/<prefix>``, no tap of a netdev bridge.
+
+ovs-vswitchd runs in a network namespace of its own (only the network namespace: files and sockets are shared).
+The netdev datapath makes a machine-global tap named ``ovs-netdev`` plus one tap per bridge; in its own namespace
+each instance gets its own, so two private OVS-DPDKs can run at once and no tap can leak onto the host.
 """
 
 from __future__ import annotations
@@ -147,6 +151,10 @@ class PrivateOvs:
         return self.run_dir / "hugepages"
 
     @property
+    def netns(self) -> str:
+        return self.prefix
+
+    @property
     def dpdk_runtime_dir(self) -> Path:
         return DPDK_RUNTIME / self.prefix
 
@@ -256,15 +264,7 @@ class PrivateOvs:
                     }
                 ],
             )
-            self._run(
-                str(VSWITCHD_DPDK),
-                f"unix:{self.db_sock}",
-                f"--pidfile={self.vswitchd_pidfile}",
-                f"--unixctl={self.vswitchd_ctl}",
-                f"--log-file={self.vswitchd_log}",
-                "--detach",
-            )
-            self._wait_for(self.dpdk_initialized, self.config.ready_timeout, "dpdk_initialized=true", self.vswitchd_log)
+            self._start_vswitchd()
         except (OvsStartError, ovsdb_rpc.OvsdbRpcError) as exc:
             tail = _log_tail(self.vswitchd_log if self.vswitchd_log.exists() else self.ovsdb_log)
             self.stop()
@@ -296,7 +296,14 @@ class PrivateOvs:
         for sock in self.vhost_sock_dir.glob("*"):
             if sock.is_socket():
                 sock.unlink()
+        self._start_vswitchd()
+
+    def _start_vswitchd(self) -> None:
+        if not Path(f"/var/run/netns/{self.netns}").exists():
+            self._run("ip", "netns", "add", self.netns)
         self._run(
+            "nsenter",
+            f"--net=/var/run/netns/{self.netns}",
             str(VSWITCHD_DPDK),
             f"unix:{self.db_sock}",
             f"--pidfile={self.vswitchd_pidfile}",
@@ -343,13 +350,11 @@ class PrivateOvs:
             done.append(f"stopped ovs-vswitchd (pid {pid})")
         if (pid := _kill_pidfile(self.ovsdb_pidfile, "ovsdb-server")) is not None:
             done.append(f"stopped ovsdb-server (pid {pid})")
-        for br in bridges:
-            deadline = time.monotonic() + 5
-            while Path(f"/sys/class/net/{br}").exists() and time.monotonic() < deadline:
-                subprocess.run(["ip", "link", "del", br], capture_output=True, check=False)
-                time.sleep(0.05)
-            if not Path(f"/sys/class/net/{br}").exists():
-                done.append(f"bridge {br} and its tap gone")
+        if Path(f"/var/run/netns/{self.netns}").exists():
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True, check=False)
+            done.append(
+                f"removed network namespace {self.netns} (and the bridges' taps: {', '.join(bridges) or 'none'})"
+            )
         if self.hugepage_dir.exists() and os.path.ismount(self.hugepage_dir):
             subprocess.run(["umount", str(self.hugepage_dir)], capture_output=True, check=False)
         if self.dpdk_runtime_dir.exists():

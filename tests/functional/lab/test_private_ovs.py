@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -53,6 +54,27 @@ def test_testpmd_connects_to_dpdkvhostuserclient_port(private_ovs: PrivateOvs, s
     assert not Path(f"/sys/class/net/{att.bridge}").exists()
 
 
+def test_two_private_ovs_instances_run_at_once(private_ovs: PrivateOvs, short_dir: Path, unique: str) -> None:
+    """Each instance's netdev datapath ('ovs-netdev' tap) lives in its own network namespace."""
+    require_root()
+    other = PrivateOvs(Path(f"/tmp/vhp-two-{unique}"))
+    other.start()
+    dps = [OvsDataplane(o.endpoint, ovs_rundir=o.run_dir) for o in (private_ovs, other)]
+    try:
+        for i, dp in enumerate(dps):
+            port = dp.attach(
+                Attachment(f"two{i}", "net1", f"vht{i}{unique}", short_dir, f"s{i}", bridge=f"brt{unique}")
+            )
+            assert port.ofport and port.ofport > 0
+    finally:
+        for i, dp in enumerate(dps):
+            dp.detach(f"vht{i}{unique}")
+            dp.delete_bridge_if_ours(f"brt{unique}")
+            dp.close()
+        other.stop()
+        os.rmdir(other.run_dir)
+
+
 def test_stop_leaves_nothing(unique: str) -> None:
     require_root()
     run_dir = Path(f"/tmp/vhp-stop-{unique}")
@@ -62,12 +84,14 @@ def test_stop_leaves_nothing(unique: str) -> None:
     dp = OvsDataplane(ovs.endpoint, ovs_rundir=run_dir)
     dp.attach(Attachment("c", "net1", f"vhs{unique}", run_dir, "s.sock", bridge=f"brs{unique}"))
     dp.close()
-    assert Path(f"/sys/class/net/brs{unique}").exists()
+    in_ns = ["ip", "netns", "exec", ovs.netns, "ip", "-br", "link"]
+    assert f"brs{unique}" in subprocess.run(in_ns, capture_output=True, text=True, check=True).stdout
+    assert not Path(f"/sys/class/net/brs{unique}").exists(), "the bridge's tap must not be on the host"
     done = ovs.stop()
     for pid in pids:
         assert pid is not None and not pid_alive(pid)  # a zombie of a non-reaping PID 1 is not a process left
     assert not ovs.dpdk_runtime_dir.exists()
-    assert not Path(f"/sys/class/net/brs{unique}").exists(), f"the netdev bridge's tap was left behind: {done}"
+    assert not Path(f"/var/run/netns/{ovs.netns}").exists(), f"the network namespace was left behind: {done}"
     assert list(run_dir.iterdir()) == []
     os.rmdir(run_dir)
 
