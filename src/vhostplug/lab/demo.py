@@ -198,8 +198,10 @@ def network_status(nad: str, result: dict[str, Any], devinfo_file: Path) -> list
 
 
 def annotations_file(annotations: dict[str, str]) -> str:
-    """Kubernetes downward API annotations format: ``key="<Go-quoted value>"`` lines (JSON quoting of ASCII)."""
-    return "".join(f"{k}={json.dumps(v, ensure_ascii=True)}\n" for k, v in sorted(annotations.items()))
+    """Kubernetes downward API annotations format: ``key="<Go-quoted value>"`` lines, as kubelet writes them."""
+    from vhostplug.podinfo.goquote import quote
+
+    return "".join(f"{k}={quote(v)}\n" for k, v in sorted(annotations.items()))
 
 
 # ---- the demo ------------------------------------------------------------------------------------------------------
@@ -306,7 +308,8 @@ class Demo:
                     tp = Testpmd(vdevs, prefix, wrap=pod.nsenter())
                     tp.argv[tp.argv.index(TESTPMD)] = binary
                     ph.doing(" ".join(tp.argv))
-                    tps[name] = tp.start(timeout=60)
+                    tps[name] = tp  # stopped in `finally` even when start fails half-way
+                    tp.start(timeout=60)
                     self.report["pods"].append({"name": name, "vdevs": vdevs, "file_prefix": prefix})
                 for name, tp in tps.items():
                     ph.doing(f"testpmd link up in pod {name} (OVS connects to the socket testpmd serves)")
