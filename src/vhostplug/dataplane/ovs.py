@@ -18,6 +18,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.backend.ovs_idl import idlutils
+from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vhostplug.dataplane import ovsdb_rpc
@@ -206,8 +207,13 @@ class OvsDataplane:
         if not present:
             return False
         try:
-            with api.transaction(check_error=True, log_errors=False) as txn:
-                txn.add(api.del_port(port_name, if_exists=True))
+            # a plain transaction: once the row is gone the port is gone, so no wait for ovs-vswitchd to apply it
+            # (that wait grows with the bridge: ~60 ms at 1000 ports)
+            txn = ovs_transaction.Transaction(
+                api, api.ovsdb_connection, self.timeout, check_error=True, log_errors=False
+            )
+            txn.add(api.del_port(port_name, if_exists=True))
+            txn.commit()
         except Exception as exc:
             self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
         return True

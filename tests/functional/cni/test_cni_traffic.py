@@ -50,9 +50,14 @@ def test_two_pods_pass_packets_through_ovs(agent: AgentProc, unique: str) -> Non
         app_a.stop()
         app_b.stop()
     assert a.tx_packets > 0 and b.rx_packets > 0, (a, b)
-    ovs_a = agent.dataplane.get_port(port_a).statistics  # type: ignore[union-attr]
-    ovs_b = agent.dataplane.get_port(port_b).statistics  # type: ignore[union-attr]
-    assert ovs_a["rx_packets"] > 0 and ovs_b["tx_packets"] > 0, (ovs_a, ovs_b)
+
+    # OVS writes interface statistics to OVSDB every 5 s (stats-update-interval): poll for them
+    def counted() -> bool:
+        ovs_a = agent.dataplane.get_port(port_a).statistics  # type: ignore[union-attr]
+        ovs_b = agent.dataplane.get_port(port_b).statistics  # type: ignore[union-attr]
+        return ovs_a.get("rx_packets", 0) > 0 and ovs_b.get("tx_packets", 0) > 0
+
+    _wait(counted, 15, "OVS interface counters of both ports")
     assert not Path(f"/var/run/dpdk/ta{unique}").exists()
     for pod in ("a", "b"):
         assert agent.run("DEL", {**conf, "runtimeConfig": {"deviceID": f"{pod}{unique}"}}, f"{pod}{unique}").code == 0
