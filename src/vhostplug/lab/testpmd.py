@@ -96,9 +96,11 @@ class Testpmd:
         return self
 
     def _read(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
+        proc = self._proc  # a local reference: stop() clears self._proc while this thread may still read
+        assert proc is not None and proc.stdout is not None
+        stdout = proc.stdout
         while True:
-            chunk = self._proc.stdout.read(1)
+            chunk = stdout.read(1)
             if not chunk:
                 return
             with self._lock:
@@ -153,6 +155,8 @@ class Testpmd:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=5)
         self._proc = None
         shutil.rmtree(Path("/var/run/dpdk") / self.file_prefix, ignore_errors=True)
 
