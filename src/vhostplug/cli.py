@@ -24,6 +24,18 @@ app.command("audit")(_audit_cli.audit)
 app.command("migrate-mode")(_audit_cli.migrate_mode)
 
 
+@app.command("install-cni")
+def install_cni(
+    dest: Path = typer.Option(Path("/opt/cni/bin"), help="The runtime's CNI binary folder."),
+    name: str = typer.Option("vhostplug", help="File name of the plugin (the netconf's `type`)."),
+    python: str | None = typer.Option(None, help="Interpreter for the shebang (default: the system python3)."),
+) -> None:
+    """Install the stdlib-only CNI shim for container runtimes (run by the DaemonSet's init container)."""
+    from vhostplug.cni.install import install_shim
+
+    typer.echo(str(install_shim(dest, name=name, python=python)))
+
+
 @app.command(
     "podinfo", context_settings={"allow_extra_args": True, "ignore_unknown_options": True}, add_help_option=False
 )
