@@ -33,6 +33,7 @@ demo: setup
 bench: setup
 	$(BIN)/python bench/cni_latency.py
 	$(BIN)/python bench/deviceplugin_allocate.py
+	$(BIN)/python bench/migration_downtime.py
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py
