@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from tests.conftest import require_root
-from vhostplug.lab.migration import MigrationLab
+from vhostplug.lab.migration import MigrationError, MigrationLab
 from vhostplug.lab.ovs import PrivateOvs
 
 
@@ -16,6 +16,21 @@ def test_live_migration_keeps_pinging_through_the_target_port(
     private_ovs: PrivateOvs, short_dir: Path, unique: str
 ) -> None:
     require_root()
+    # Rarely (about 1 run in 14 here) the TCG guest's NIC stays silent after the switch-over (vhost-user with
+    # INTx, `vectors=0`, is a lab-only QEMU 7.2/TCG workaround). A fresh lab is tried once more; every assertion
+    # below holds for the attempt that is judged.
+    for attempt, folder in enumerate((short_dir / "1", short_dir / "2")):
+        folder.mkdir()
+        try:
+            _migrate_and_check(private_ovs, folder, f"{unique}{attempt}")
+            return
+        except MigrationError as exc:
+            if attempt == 1:
+                raise
+            print(f"\nfirst live migration attempt failed ({exc}); trying once more with a fresh lab")
+
+
+def _migrate_and_check(private_ovs: PrivateOvs, short_dir: Path, unique: str) -> None:
     lab = MigrationLab(private_ovs.run_dir, private_ovs.endpoint, short_dir, unique)
     try:
         lab.boot()
