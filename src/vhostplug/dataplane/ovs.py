@@ -262,9 +262,7 @@ class OvsDataplane:
 
     def vhost_sock_dir(self) -> str:
         with self._read() as api:
-            other = dict(api._ovs.other_config)
-        configured = other.get("vhost-sock-dir", "")
-        return str(self.ovs_rundir / configured) if configured else str(self.ovs_rundir)
+            return self.vhost_sock_dir_unlocked(api)
 
     def _bridge_of(self, api: Any, port: Any) -> str:
         if port is None:
