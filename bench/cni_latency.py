@@ -20,6 +20,7 @@ from typing import Any
 
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.stack import LabPaths, lab_down, lab_up
+from vhostplug.lab.vms import add_vhost_client_ports
 
 SCALES = (10, 100, 1000)
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "40"))
@@ -36,40 +37,8 @@ def fill_ports(endpoint: str, want: int, have: int, folder: Path) -> None:
     """Add filler dpdkvhostuserclient ports in batches of raw OVSDB transactions (no socket: they stay down)."""
     batch = 100
     for start in range(have, want, batch):
-        ops: list[dict[str, Any]] = []
-        names = []
-        for i in range(start, min(want, start + batch)):
-            name = f"fill{i:05d}"
-            names.append(["named-uuid", f"p{i}"])
-            ops.append(
-                {
-                    "op": "insert",
-                    "table": "Interface",
-                    "uuid-name": f"i{i}",
-                    "row": {
-                        "name": name,
-                        "type": "dpdkvhostuserclient",
-                        "options": ["map", [["vhost-server-path", str(folder / name)]]],
-                    },
-                }
-            )
-            ops.append(
-                {
-                    "op": "insert",
-                    "table": "Port",
-                    "uuid-name": f"p{i}",
-                    "row": {"name": name, "interfaces": ["named-uuid", f"i{i}"]},
-                }
-            )
-        ops.append(
-            {
-                "op": "mutate",
-                "table": "Bridge",
-                "where": [["name", "==", BRIDGE]],
-                "mutations": [["ports", "insert", ["set", names]]],
-            }
-        )
-        ovsdb_rpc.transact(endpoint, ops, timeout=60)
+        names = (f"fill{i:05d}" for i in range(start, min(want, start + batch)))
+        add_vhost_client_ports(endpoint, BRIDGE, {name: str(folder / name) for name in names})
     # wait until vswitchd has them all
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:

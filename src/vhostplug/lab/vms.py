@@ -23,6 +23,7 @@ from typing import Any
 from lxml import etree
 
 from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.lab.ovs import pid_alive
 
 GUEST_DIR = Path(os.environ.get("VHOSTPLUG_GUEST_DIR", "/var/cache/vhostplug/guest"))
 QEMU_NS = "http://libvirt.org/schemas/domain/qemu/1.0"
@@ -62,11 +63,7 @@ def _pid_of(pidfile: Path, expect: str) -> int | None:
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return True
-        if state == "Z":
+        if not pid_alive(pid):  # a zombie counts as gone: PID 1 here does not reap
             return True
         time.sleep(0.05)
     return False
