@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -450,8 +450,6 @@ class CniHandler:
 
 
 def _with_extra(att: Attachment, extra: dict[str, str]) -> Attachment:
-    from dataclasses import replace
-
     return replace(att, extra_ids=tuple(sorted({**dict(att.extra_ids), **extra}.items())))
 
 

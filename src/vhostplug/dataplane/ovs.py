@@ -198,7 +198,8 @@ class OvsDataplane:
             port = idlutils.row_by_value(api.idl, "Port", "name", port_name, None)
             bridge = self._bridge_of(api, port)
             local = idlutils.row_by_value(api.idl, "Interface", "name", bridge, None) if bridge else None
-            return local is not None and (_first(local.ofport) or 0) >= 0 and bool(local.ofport)
+            ofport = _first(local.ofport) if local is not None else None
+            return ofport is not None and ofport > 0
 
     def detach(self, port_name: str) -> bool:
         api = self._connected_api()

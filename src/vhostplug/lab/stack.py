@@ -10,6 +10,7 @@ import contextlib
 import grp
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -142,13 +143,10 @@ def lab_status(run_dir: Path) -> dict[str, Any]:
 
 def lab_down(run_dir: Path) -> list[str]:
     """Stop and remove everything the lab started (also after a crash); returns what it did."""
-    import shutil
+    from vhostplug.lab.demo import cleanup as demo_cleanup  # lazily: demo imports this module
 
     paths = LabPaths(run_dir)
-    done: list[str] = []
-    extra_cleanup = _demo_cleanup()
-    if extra_cleanup is not None:
-        done.extend(extra_cleanup(paths.run_dir))
+    done: list[str] = demo_cleanup(paths.run_dir)  # pods and VMs first, from the demo's state on disk
     if (pid := stop_agent(paths)) is not None:
         done.append(f"stopped agent (pid {pid})")
     done.extend(PrivateOvs(paths.ovs_dir).stop())
@@ -158,12 +156,3 @@ def lab_down(run_dir: Path) -> list[str]:
     if not done:
         done.append("nothing to stop")
     return done
-
-
-def _demo_cleanup() -> Any:
-    """The demo's own teardown (pods, VMs), when that module is present."""
-    try:
-        from vhostplug.lab import demo
-    except ImportError:
-        return None
-    return getattr(demo, "cleanup", None)
