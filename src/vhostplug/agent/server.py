@@ -1,7 +1,9 @@
-"""The agent's unix-socket server for the CNI shim: one JSON request in, one JSON answer out, per connection.
+"""The agent's unix-socket server for the CNI shim: one request in, one answer out, per connection.
 
-Request ``{"env": {CNI_*}, "config": "<netconf>"}``; answer ``{"exitCode", "stdout", "agentMs"}``. The socket is
-0600 in a 0700 folder. Verbs run in worker threads so a slow OVSDB never blocks the event loop.
+The wire format is the shim's (see :mod:`vhostplug.cni.shim`, which parses no JSON so that it starts fast): request
+``VHP2 <env-bytes>\n`` + NUL-joined ``CNI_*=value`` entries + the netconf bytes; answer ``<exit-code> <agent-ms>\n`` +
+the plugin's stdout. The socket is 0600 in a 0700 folder. Verbs run in worker threads so a slow OVSDB never blocks
+the event loop.
 """
 
 from __future__ import annotations
@@ -14,14 +16,34 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
+from vhostplug.cni.shim import WIRE_MAGIC
 from vhostplug.cni.spec import DECODE_FAILURE, CniError
 
 LOG = logging.getLogger(__name__)
 MAX_REQUEST = 4 * 1024 * 1024
 Handler = Callable[[dict[str, str], str], tuple[int, str]]
 Observer = Callable[[str, int, float], None]
+
+
+def parse_request(data: bytes) -> tuple[dict[str, str], str]:
+    """``(env, netconf)`` of one shim request; CniError (decode failure) when it is not one."""
+    head, sep, rest = data.partition(b"\n")
+    magic, _, size_text = head.partition(b" ")
+    if not sep or magic != WIRE_MAGIC or not size_text.isdigit() or int(size_text) > len(rest):
+        raise CniError(DECODE_FAILURE, "malformed request from the CNI shim (is the shim from this agent's release?)")
+    size = int(size_text)
+    env: dict[str, str] = {}
+    for entry in rest[:size].split(b"\0") if size else ():
+        key, eq, value = entry.partition(b"=")
+        if not eq:
+            raise CniError(DECODE_FAILURE, "malformed environment entry from the CNI shim")
+        env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+    try:
+        config = rest[size:].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CniError(DECODE_FAILURE, "network configuration on stdin is not UTF-8", str(exc)) from exc
+    return env, config
 
 
 class CniServer:
@@ -62,22 +84,14 @@ class CniServer:
             try:
                 if len(data) > MAX_REQUEST:
                     raise CniError(DECODE_FAILURE, "request too large")
-                req: Any = json.loads(data)
-                env = req["env"]
-                config = req["config"]
-                if not isinstance(env, dict) or not isinstance(config, str):
-                    raise ValueError("bad request shape")
-                env = {str(k): str(v) for k, v in env.items()}
+                env, config = parse_request(data)
                 command = env.get("CNI_COMMAND", "?")
             except CniError as err:
                 out = json.dumps(err.to_json("1.1.0"))
-            except (ValueError, KeyError, TypeError):
-                out = json.dumps(CniError(DECODE_FAILURE, "malformed request from the CNI shim").to_json("1.1.0"))
             else:
                 code, out = await asyncio.to_thread(self.handler, env, config)
             elapsed = time.perf_counter() - started
-            reply = {"exitCode": code, "stdout": out, "agentMs": round(elapsed * 1000, 3)}
-            writer.write(json.dumps(reply).encode())
+            writer.write(b"%d %.3f\n%s" % (code, elapsed * 1000, out.encode("utf-8", "surrogateescape")))
             await writer.drain()
             if self.observe is not None:
                 self.observe(command, code, elapsed)

@@ -2,30 +2,120 @@
 """The CNI plugin executable: standard library only, one request to the node agent over a unix socket.
 
 Installed for runtimes as /opt/cni/bin/vhostplug (this very file, run with ``python3 -I -S``). It answers VERSION
-itself and forwards every other verb as ``{"env": {CNI_*...}, "config": "<stdin>"}``; the agent answers
-``{"exitCode", "stdout"}``. ADD waits a bounded time for the agent; DEL, CHECK, STATUS and GC never hang: when the
-agent cannot be reached in time they fail with code 11 ("try again later").
+itself and forwards every other verb to the agent; ADD waits a bounded time for the agent; DEL, CHECK, STATUS and GC
+never hang: when the agent cannot be reached in time they fail with code 11 ("try again later").
+
+The shim is exec'd once per verb, so its own start-up is part of every pod's attach time. It therefore parses no
+JSON on the happy path: the netconf goes to the agent byte for byte (the agent validates all of it) and only the
+top-level ``agentSocket`` is picked out, by :func:`top_level_strings`. `json` (and its `re`, ~3 ms) is imported only
+on the cold paths (VERSION, errors, netconfs that scanner is not sure about); `socket` is used through its C half
+`_socket` where there is one, which skips the ~6 ms that `socket`'s own enum and selectors imports cost each exec.
+
+Wire format (one exchange per connection, both ends in this package):
+  request  ``VHP2 <env-bytes>\\n`` + ``CNI_*=value`` entries joined by NUL + the netconf bytes from stdin
+  answer   ``<exit-code> <agent-ms>\\n`` + what the plugin prints on stdout
 """
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 import time
 
+try:  # CPython: the C half of the standard library's `socket`, the same calls without its start-up imports
+    import _socket as _net
+except ImportError:  # another Python
+    import socket as _net  # type: ignore[no-redef]
+
 SUPPORTED = ("0.4.0", "1.0.0", "1.1.0")
 DEFAULT_AGENT_SOCKET = "/run/vhostplug/agent.sock"
+WIRE_MAGIC = b"VHP2"
 # how long to keep trying to reach the agent, and how long the whole exchange may take, per verb
 CONNECT_WAIT = {"ADD": 30.0, "DEL": 5.0, "CHECK": 5.0, "STATUS": 2.0, "GC": 5.0}
 REPLY_WAIT = {"ADD": 120.0, "DEL": 60.0, "CHECK": 30.0, "STATUS": 10.0, "GC": 120.0}
 MAX_REPLY = 16 * 1024 * 1024
+_WS = " \t\r\n"
+
+
+def top_level_strings(text: str, wanted: tuple[str, ...]) -> dict[str, object] | None:
+    """The plain string values of the ``wanted`` top-level keys of a JSON object, read without the `json` module.
+
+    Returns None whenever the answer is not certain (not an object, unbalanced, an escape in a top-level key, a
+    wanted key whose value is not a string or holds an escape): the caller then decodes with `json`. Nested objects and arrays are skipped; a
+    repeated key keeps its last value, as `json.loads` does."""
+    n = len(text)
+    i = 0
+    while i < n and text[i] in _WS:
+        i += 1
+    if i == n or text[i] != "{":
+        return None
+    found: dict[str, object] = {}
+    depth = 0
+    expect_key = False  # at depth 1: the next string is a key
+    key: str | None = None  # at depth 1: the key whose value comes after the ':'
+    after_colon = False
+    while i < n:
+        c = text[i]
+        if c == '"':
+            end = i + 1
+            while True:  # the closing quote is the first one not escaped by an odd run of backslashes
+                end = text.find('"', end)
+                if end < 0:
+                    return None
+                back = end - 1
+                while text[back] == "\\":
+                    back -= 1
+                if (end - 1 - back) % 2 == 0:
+                    break
+                end += 1
+            if depth == 1:
+                raw = text[i + 1 : end]
+                if expect_key:
+                    if "\\" in raw:  # an escaped key might spell a wanted one
+                        return None
+                    key, expect_key = raw, False
+                elif after_colon:
+                    if key is not None and key in wanted:
+                        if "\\" in raw:
+                            return None
+                        found[key] = raw
+                    after_colon = False
+            i = end + 1
+            continue
+        if c in _WS:
+            i += 1
+            continue
+        if depth == 1 and after_colon:
+            if key in wanted:  # a number, literal, object or array where we need a string
+                return None
+            after_colon = False
+        if c in "{[":
+            depth += 1
+            expect_key = depth == 1
+        elif c in "}]":
+            depth -= 1
+            if depth == 0:
+                return found if not text[i + 1 :].strip(_WS) else None
+            if depth < 0:
+                return None
+        elif depth == 1 and c == ",":
+            expect_key = True
+        elif depth == 1 and c == ":":
+            after_colon = True
+        i += 1
+    return None
+
+
+def _write(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _emit(obj: dict[str, object], code: int) -> int:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
+    import json  # cold path only
+
+    _write(1, (json.dumps(obj) + "\n").encode())
     return code
 
 
@@ -36,11 +126,22 @@ def _error(version: str, code: int, msg: str, details: str = "") -> int:
     return _emit(err, 1)
 
 
-def _connect(path: str, wait: float) -> socket.socket:
+def _slow_parse(text: str) -> dict[str, object] | None:
+    """The netconf decoded with `json` (cold path); None when it is not a JSON object."""
+    import json
+
+    try:
+        conf = json.loads(text) if text.strip() else {}
+    except ValueError:
+        return None
+    return conf if isinstance(conf, dict) else None
+
+
+def _connect(path: str, wait: float) -> _net.socket:
     deadline = time.monotonic() + wait
     delay = 0.02
     while True:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock = _net.socket(_net.AF_UNIX, _net.SOCK_STREAM)
         try:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             sock.connect(path)
@@ -53,17 +154,31 @@ def _connect(path: str, wait: float) -> socket.socket:
             delay = min(delay * 2, 0.5)
 
 
-def run(env: dict[str, str], stdin: bytes) -> int:
-    command = env.get("CNI_COMMAND", "")
+def _exchange(sock: _net.socket, request: bytes, wait: float) -> bytes | None:
+    """Send the request, read the whole answer; None when it is too large."""
+    sock.settimeout(wait)
+    sock.sendall(request)
+    sock.shutdown(_net.SHUT_WR)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > MAX_REPLY:
+            return None
+        chunks.append(chunk)
+
+
+def run(env: dict[bytes, bytes], stdin: bytes) -> int:
+    command = env.get(b"CNI_COMMAND", b"").decode("utf-8", "replace")
     text = stdin.decode("utf-8", "replace")
-    conf: object = None
-    try:
-        conf = json.loads(text) if text.strip() else {}
-    except ValueError:
-        conf = None
-    version = "1.1.0"
-    if isinstance(conf, dict) and isinstance(conf.get("cniVersion"), str):
-        version = conf["cniVersion"]
+    conf = top_level_strings(text, ("agentSocket", "cniVersion")) if command != "VERSION" else None
+    if conf is None:
+        conf = _slow_parse(text)
+    asked = conf.get("cniVersion") if conf is not None else None
+    version = asked if isinstance(asked, str) else "1.1.0"
     if command == "VERSION":
         return _emit(
             {"cniVersion": version if version in SUPPORTED else "1.1.0", "supportedVersions": list(SUPPORTED)}, 0
@@ -72,50 +187,41 @@ def run(env: dict[str, str], stdin: bytes) -> int:
         return _error(
             version, 4, f"CNI_COMMAND {command!r} is not supported", "expected ADD, DEL, CHECK, STATUS, GC or VERSION"
         )
-    if not isinstance(conf, dict):
+    if conf is None:
         return _error(version, 6, "network configuration on stdin is not a JSON object")
     agent = conf.get("agentSocket") or DEFAULT_AGENT_SOCKET
     if not isinstance(agent, str) or not agent.startswith("/") or "\0" in agent:
         return _error(version, 7, f"agentSocket {agent!r} must be an absolute path")
-    request = json.dumps({"env": {k: v for k, v in env.items() if k.startswith("CNI_")}, "config": text}).encode()
+    env_block = b"\0".join(k + b"=" + v for k, v in env.items() if k.startswith(b"CNI_"))
+    request = b"%s %d\n%s%s" % (WIRE_MAGIC, len(env_block), env_block, stdin)
     try:
         sock = _connect(agent, CONNECT_WAIT[command])
     except OSError as exc:
         msg = f"the vhostplug node agent is not reachable at {agent}"
         return _error(version, 11, msg, f"{exc.strerror or exc}; try again later")
     try:
-        with sock:
-            sock.settimeout(REPLY_WAIT[command])
-            sock.sendall(request)
-            sock.shutdown(socket.SHUT_WR)
-            chunks = []
-            size = 0
-            while True:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > MAX_REPLY:
-                    return _error(version, 5, "the node agent's reply is too large")
-                chunks.append(chunk)
+        reply = _exchange(sock, request, REPLY_WAIT[command])
     except OSError as exc:
         return _error(version, 11, f"no answer from the vhostplug node agent at {agent}", f"{exc}; try again later")
+    finally:
+        sock.close()
+    if reply is None:
+        return _error(version, 5, "the node agent's reply is too large")
+    head, _, out = reply.partition(b"\n")
+    code_text, _, agent_ms = head.partition(b" ")
     try:
-        reply = json.loads(b"".join(chunks))
-        code = int(reply["exitCode"])
-        out = str(reply.get("stdout", ""))
-    except (ValueError, KeyError, TypeError):
+        code = int(code_text)
+    except ValueError:
         return _error(version, 11, "the node agent gave no valid answer (did it restart?)", "try again later")
     if out:
-        sys.stdout.write(out if out.endswith("\n") else out + "\n")
-        sys.stdout.flush()
-    if env.get("VHOSTPLUG_SHIM_TIMING"):  # for bench/cni_latency.py: the agent's own request-in to answer-out time
-        sys.stderr.write(f"vhostplug-agent-ms={reply.get('agentMs')}\n")
+        _write(1, out if out.endswith(b"\n") else out + b"\n")
+    if env.get(b"VHOSTPLUG_SHIM_TIMING"):  # for bench/cni_latency.py: the agent's own request-in to answer-out time
+        _write(2, b"vhostplug-agent-ms=" + agent_ms + b"\n")
     return code
 
 
 def main() -> None:
-    sys.exit(run(dict(os.environ), sys.stdin.buffer.read()))
+    sys.exit(run(dict(os.environb), sys.stdin.buffer.read()))
 
 
 if __name__ == "__main__":

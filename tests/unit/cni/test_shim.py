@@ -1,5 +1,6 @@
 """The shim is standard library only and runs under `python3 -I -S`: checked by its imports and by really exec'ing
-the installed file with VERSION and with no agent."""
+the installed file with VERSION and with no agent; its JSON-free scanner agrees with `json` or gives up; the agent
+parses what the shim sends."""
 
 from __future__ import annotations
 
@@ -9,10 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vhostplug.agent.server import parse_request
 from vhostplug.cni import shim
 from vhostplug.cni.install import install_shim
+from vhostplug.cni.spec import CniError
 
-STDLIB_OK = {"__future__", "json", "os", "socket", "sys", "time", "errno", "select", "struct", "typing"}
+STDLIB_OK = {"__future__", "json", "os", "socket", "_socket", "sys", "time", "errno", "select", "struct", "typing"}
 
 
 def test_shim_imports_only_the_standard_library() -> None:
@@ -49,3 +56,68 @@ def test_unknown_command_and_missing_agent(short_dir: Path) -> None:
     err = json.loads(gone.stdout)
     assert gone.returncode == 1 and err["code"] == 11 and err["cniVersion"] == "1.0.0"
     assert "not reachable" in err["msg"]
+
+
+# -- the JSON-free fast path -------------------------------------------------------------------------------------
+
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)
+json_values = st.recursive(
+    json_scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+)
+keys = st.sampled_from(["agentSocket", "cniVersion", "name", "ipam", 'a"b', "x\\y", "é"]) | st.text(max_size=6)
+
+
+@given(st.dictionaries(keys, json_values | st.text(max_size=12), max_size=6), st.sampled_from([None, 2]))
+def test_top_level_strings_agrees_with_json_or_gives_up(doc: dict[str, object], indent: int | None) -> None:
+    text = json.dumps(doc, indent=indent, ensure_ascii=False)
+    wanted = ("agentSocket", "cniVersion")
+    got = shim.top_level_strings(text, wanted)
+    expected = {k: v for k, v in json.loads(text).items() if k in wanted}
+    if got is None:  # allowed only when a wanted value is not a plain string or a top-level key has an escape
+        plain = all(isinstance(v, str) and json.dumps(v, ensure_ascii=False)[1:-1] == v for v in expected.values())
+        assert not plain or any(json.dumps(k, ensure_ascii=False)[1:-1] != k for k in doc)
+    else:
+        assert got == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            '{"agentSocket": "/run/a.sock", "cniVersion": "1.0.0"}',
+            {"agentSocket": "/run/a.sock", "cniVersion": "1.0.0"},
+        ),
+        ('{"ipam": {"agentSocket": "/nested"}, "args": ["agentSocket", "/x"]}', {}),  # only top-level keys count
+        ('{"name": "agentSocket", "agentSocket": "/a"}', {"agentSocket": "/a"}),  # a value that looks like the key
+        ('{"agentSocket": "/a", "agentSocket": "/b"}', {"agentSocket": "/b"}),  # last wins, as in json.loads
+        ('{"k": "say \\"agentSocket\\": \\"/evil\\"", "agentSocket": "/ok"}', {"agentSocket": "/ok"}),
+        ('{"agentSocket": "/a\\u0000b"}', None),  # an escape: left to json
+        ('{"agentSocket": 5}', None),  # not a string: left to json (which makes the error)
+        ('{"agent\\u0053ocket": "/evil"}', None),  # json.loads reads that key as agentSocket
+        ('{"agentSocket": "/a"', None),  # unbalanced
+        ('{"agentSocket": "/a"} trailing', None),
+        ('["agentSocket", "/a"]', None),
+        ("", None),
+    ],
+)
+def test_top_level_strings_cases(text: str, expected: dict[str, str] | None) -> None:
+    assert shim.top_level_strings(text, ("agentSocket", "cniVersion")) == expected
+
+
+def test_request_round_trip_through_the_agent_parser() -> None:
+    env = {b"CNI_COMMAND": b"ADD", b"CNI_ARGS": b"", b"CNI_IFNAME": b"net1", b"PATH": b"/bin"}
+    block = b"\0".join(k + b"=" + v for k, v in env.items() if k.startswith(b"CNI_"))
+    request = b"VHP2 %d\n%s%s" % (len(block), block, b'{"a": "\xc3\xa9"}')
+    got_env, config = parse_request(request)
+    assert got_env == {"CNI_COMMAND": "ADD", "CNI_ARGS": "", "CNI_IFNAME": "net1"}
+    assert config == '{"a": "é"}'
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [b'{"env": {}, "config": "{}"}', b"VHP2 99\nCNI_COMMAND=ADD", b"VHP2 x\n", b"VHP2 5\nNOEQ\0{}", b"VHP2 0\n\xff"],
+)
+def test_malformed_requests_are_decode_failures(request_bytes: bytes) -> None:
+    with pytest.raises(CniError) as err:
+        parse_request(request_bytes)
+    assert err.value.code == 6
