@@ -21,7 +21,11 @@ class Dataplane(Protocol):
     """A userspace switch that can realise vhost-user attachments (OVS-DPDK today)."""
 
     def health(self) -> DataplaneHealth:
-        """Cheap liveness: is the database reachable and the datapath initialised."""
+        """Liveness asked of the switch now: is the database reachable and the datapath initialised."""
+        ...
+
+    def ready(self) -> DataplaneHealth:
+        """:meth:`health` as last seen on a kept connection (no round trip), for the attach path."""
         ...
 
     def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:

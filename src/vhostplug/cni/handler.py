@@ -223,7 +223,7 @@ class CniHandler:
     ) -> dict[str, Any]:
         att = plan.attachment
         own = self.options.ownership
-        health = self.dataplane.health()
+        health = self.dataplane.ready()
         if not health.ok:
             raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
         root = plan.folder.parent

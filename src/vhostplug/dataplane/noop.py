@@ -16,6 +16,9 @@ class NoopDataplane:
     def health(self) -> DataplaneHealth:
         return DataplaneHealth(True, True, "noop dataplane")
 
+    def ready(self) -> DataplaneHealth:
+        return self.health()
+
     def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
         port = VhostUserPort(
             name=attachment.port_name,
