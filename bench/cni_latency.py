@@ -2,7 +2,9 @@
 """CNI ADD/DEL latency: vhostplug (exec of the stdlib shim -> agent -> one OVSDB transaction) side by side with the
 `ovs-vsctl` command sequence the intel userspace CNI runs for the same port, at 10, 100 and 1000 existing ports.
 
-Both paths wait for ovs-vswitchd to apply the change (ovs-vsctl does so by default). Writes
+Both ADD paths wait for ovs-vswitchd to apply the change (ovs-vsctl does so by default); vhostplug's DEL does not
+(once the row is gone the port is gone). A third column times ovs-vswitchd alone: a raw OVSDB insert of the same port
+answered by an OVSDB ``wait`` the moment the ofport is written, the floor under any client's ADD. Writes
 bench/results/cni_latency.json and prints a table. Needs root; starts and stops its own private OVS-DPDK and agent.
 """
 
@@ -95,6 +97,62 @@ def run_vsctl(db: str, command: str, port: str, sock: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
+def run_floor(endpoint: str, port: str, sock: str) -> float:
+    """ovs-vswitchd's own share: one raw OVSDB insert of the same port, then an OVSDB ``wait`` operation that the
+    server answers the moment ovs-vswitchd writes the ofport. No client logic at all; the port is removed after."""
+    t0 = time.perf_counter()
+    add_vhost_client_ports(endpoint, BRIDGE, {port: sock})
+    ovsdb_rpc.transact(
+        endpoint,
+        [
+            {
+                "op": "wait",
+                "timeout": 30000,
+                "table": "Interface",
+                "where": [["name", "==", port]],
+                "columns": ["ofport"],
+                "until": "!=",
+                "rows": [{"ofport": ["set", []]}],
+            }
+        ],
+        timeout=35,
+    )
+    took = (time.perf_counter() - t0) * 1000
+    remove_port(endpoint, port)
+    return took
+
+
+def remove_port(endpoint: str, port: str) -> None:
+    """Take the port off its bridge and wait until ovs-vswitchd has applied that (the next sample starts quiet)."""
+    rows = ovsdb_rpc.select(endpoint, "Port", [["name", "==", port]], ["_uuid"])
+    ops: list[dict[str, Any]] = [
+        {
+            "op": "mutate",
+            "table": "Bridge",
+            "where": [["name", "==", BRIDGE]],
+            "mutations": [["ports", "delete", ["set", [r["_uuid"] for r in rows]]]],
+        },
+        {"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]]},
+        {"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]},
+    ]
+    target = ovsdb_rpc.transact(endpoint, ops)[-1]["rows"][0]["next_cfg"]
+    ovsdb_rpc.transact(
+        endpoint,
+        [
+            {
+                "op": "wait",
+                "timeout": 30000,
+                "table": "Open_vSwitch",
+                "where": [["cur_cfg", ">=", target]],
+                "columns": ["cur_cfg"],
+                "until": "!=",
+                "rows": [],
+            }
+        ],
+        timeout=35,
+    )
+
+
 def summary(values: list[float]) -> dict[str, float]:
     return {
         "p50": round(pct(values, 50), 3),
@@ -130,7 +188,7 @@ def main() -> int:
         for scale in SCALES:
             fill_ports(endpoint, scale, have, folder)
             have = scale
-            ours_add, ours_add_agent, ours_del, ours_del_agent, vs_add, vs_del = [], [], [], [], [], []
+            ours_add, ours_add_agent, ours_del, ours_del_agent, vs_add, vs_del, floor = [], [], [], [], [], [], []
             for i in range(SAMPLES):
                 cid = f"b{scale}x{i}"
                 w, a = run_shim(paths, "ADD", cid, conf)
@@ -142,6 +200,8 @@ def main() -> int:
                 ours_del.append(w)
                 ours_del_agent.append(a)
                 vs_del.append(run_vsctl(status["ovsdb"], "DEL", port, ""))
+                raw = f"raw{scale}x{i}"
+                floor.append(run_floor(endpoint, raw, str(folder / raw)))
             point = {
                 "vhostplug_add_ms": summary(ours_add),
                 "vhostplug_add_agent_ms": summary(ours_add_agent),
@@ -149,6 +209,7 @@ def main() -> int:
                 "vhostplug_del_agent_ms": summary(ours_del_agent),
                 "ovs_vsctl_add_ms": summary(vs_add),
                 "ovs_vsctl_del_ms": summary(vs_del),
+                "ovs_vswitchd_floor_add_ms": summary(floor),
             }
             point["add_speedup_p50"] = round(point["ovs_vsctl_add_ms"]["p50"] / point["vhostplug_add_ms"]["p50"], 2)
             point["del_speedup_p50"] = round(point["ovs_vsctl_del_ms"]["p50"] / point["vhostplug_del_ms"]["p50"], 2)
@@ -158,7 +219,8 @@ def main() -> int:
                 f"(agent {point['vhostplug_add_agent_ms']['p50']:5.2f}) p99 {point['vhostplug_add_ms']['p99']:6.2f} | "
                 f"ovs-vsctl p50 {point['ovs_vsctl_add_ms']['p50']:6.2f} p99 {point['ovs_vsctl_add_ms']['p99']:6.2f} "
                 f"-> {point['add_speedup_p50']}x | DEL vhostplug p50 {point['vhostplug_del_ms']['p50']:6.2f} "
-                f"(agent {point['vhostplug_del_agent_ms']['p50']:5.2f}) ovs-vsctl p50 {point['ovs_vsctl_del_ms']['p50']:6.2f}",
+                f"(agent {point['vhostplug_del_agent_ms']['p50']:5.2f}) ovs-vsctl p50 {point['ovs_vsctl_del_ms']['p50']:6.2f} "
+                f"| ovs-vswitchd alone (raw insert -> ofport) p50 {point['ovs_vswitchd_floor_add_ms']['p50']:6.2f}",
                 flush=True,
             )
     finally:

@@ -221,7 +221,8 @@ def run(env: dict[bytes, bytes], stdin: bytes) -> int:
 
 
 def main() -> None:
-    sys.exit(run(dict(os.environb), sys.stdin.buffer.read()))
+    code = run(dict(os.environb), sys.stdin.buffer.read())
+    os._exit(code)  # everything went out through os.write: skip the interpreter's teardown (~0.5 ms)
 
 
 if __name__ == "__main__":
