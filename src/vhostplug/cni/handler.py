@@ -300,9 +300,12 @@ class CniHandler:
         """Move sockets that OVS re-created in its own folder (after an ovs-vswitchd restart) back into the pods'."""
         moved: list[str] = []
         try:
-            ports = self.dataplane.list_ports()
             sock_dir = Path(self.dataplane.vhost_sock_dir())
-        except DataplaneError:
+            # runs every second: look at OVS's folder first, and at OVSDB only for the sockets found there
+            with os.scandir(sock_dir) as entries:
+                names = sorted(e.name for e in entries if _is_socket(sock_dir / e.name))
+            ports = [p for p in map(self.dataplane.get_port, names) if p is not None and p.attachment_key]
+        except (DataplaneError, OSError):
             return moved
         with self._lock:
             for port in ports:

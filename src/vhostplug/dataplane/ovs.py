@@ -103,6 +103,14 @@ class _DetachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         port.delete()
 
 
+def _port_of(api: Any, iface: Any) -> Any:
+    """The Port row holding an Interface row: the one of the same name (how ports are made), else found by a scan."""
+    port = idlutils.row_by_value(api.idl, "Port", "name", iface.name, None)
+    if port is not None and any(i.uuid == iface.uuid for i in port.interfaces):
+        return port
+    return next((p for p in api.tables["Port"].rows.values() if any(i.uuid == iface.uuid for i in p.interfaces)), None)
+
+
 def _lists_port(bridge: Any, port_uuid: Any) -> bool:
     """Whether a Bridge row lists the port. Tested on the IDL's raw datum when the row has no pending change:
     ``bridge.ports`` builds (and sorts) a Row for each of the bridge's ports, ~3 ms at 1000 ports."""
@@ -291,18 +299,13 @@ class OvsDataplane:
     def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:
         result: list[VhostUserPort] = []
         with self._read() as api:
-            port_bridge: dict[str, tuple[Any, str]] = {}
-            for br in api.tables["Bridge"].rows.values():
-                for p in br.ports:
-                    for i in p.interfaces:
-                        port_bridge[i.name] = (p, br.name)
             for row in api.tables["Interface"].rows.values():
                 if row.type not in VHOST_TYPES:
                     continue
                 if only_ours and EXTERNAL_ID_ATTACHMENT not in row.external_ids:
                     continue
-                port, bridge = port_bridge.get(row.name, (None, ""))
-                result.append(self._to_port(api, row, port, bridge))
+                port = _port_of(api, row)
+                result.append(self._to_port(api, row, port, self._bridge_of(api, port)))
         return result
 
     def vhost_sock_dir(self) -> str:
