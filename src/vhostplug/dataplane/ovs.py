@@ -178,9 +178,7 @@ class OvsDataplane:
             rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["dpdk_initialized"])
         except ovsdb_rpc.OvsdbRpcError as exc:
             return DataplaneHealth(False, False, str(exc))
-        if not rows:
-            return DataplaneHealth(True, False, "Open_vSwitch table is empty (database not initialised)")
-        return _health_of(rows[0].get("dpdk_initialized") is True)
+        return _health_of(rows[0].get("dpdk_initialized") if rows else None)
 
     def ready(self) -> DataplaneHealth:
         """:meth:`health` read from the kept connection when it is up (no round trip: for every ADD)."""
@@ -190,9 +188,7 @@ class OvsDataplane:
             return self.health()
         with api.ovsdb_connection.lock:
             rows = list(api.tables["Open_vSwitch"].rows.values())
-            if not rows:
-                return DataplaneHealth(True, False, "Open_vSwitch table is empty (database not initialised)")
-            return _health_of(_first(rows[0].dpdk_initialized) is True)
+            return _health_of(_first(rows[0].dpdk_initialized) if rows else None)
 
     # -- attach / detach ---------------------------------------------------------------------------------------
     def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
@@ -346,10 +342,13 @@ class OvsDataplane:
         return str(self.ovs_rundir / configured) if configured else str(self.ovs_rundir)
 
 
-def _health_of(dpdk_initialized: bool) -> DataplaneHealth:
-    return DataplaneHealth(
-        True, dpdk_initialized, "" if dpdk_initialized else "DPDK is not initialised in ovs-vswitchd"
-    )
+def _health_of(dpdk_initialized: object) -> DataplaneHealth:
+    """A reachable OVSDB's health from its ``dpdk_initialized`` (None: no Open_vSwitch row at all)."""
+    if dpdk_initialized is None:
+        return DataplaneHealth(True, False, "Open_vSwitch table is empty (database not initialised)")
+    if dpdk_initialized is not True:
+        return DataplaneHealth(True, False, "DPDK is not initialised in ovs-vswitchd")
+    return DataplaneHealth(True, True)
 
 
 def _first(value: Any) -> Any:
