@@ -112,6 +112,12 @@ def _write(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
+def encode_request(env: dict[bytes, bytes], stdin: bytes) -> bytes:
+    """The request for the agent: the ``CNI_*`` variables and the netconf exactly as the runtime gave them."""
+    env_block = b"\0".join(k + b"=" + v for k, v in env.items() if k.startswith(b"CNI_"))
+    return b"%s %d\n%s%s" % (WIRE_MAGIC, len(env_block), env_block, stdin)
+
+
 def _emit(obj: dict[str, object], code: int) -> int:
     import json  # cold path only
 
@@ -192,8 +198,7 @@ def run(env: dict[bytes, bytes], stdin: bytes) -> int:
     agent = conf.get("agentSocket") or DEFAULT_AGENT_SOCKET
     if not isinstance(agent, str) or not agent.startswith("/") or "\0" in agent:
         return _error(version, 7, f"agentSocket {agent!r} must be an absolute path")
-    env_block = b"\0".join(k + b"=" + v for k, v in env.items() if k.startswith(b"CNI_"))
-    request = b"%s %d\n%s%s" % (WIRE_MAGIC, len(env_block), env_block, stdin)
+    request = encode_request(env, stdin)
     try:
         sock = _connect(agent, CONNECT_WAIT[command])
     except OSError as exc:

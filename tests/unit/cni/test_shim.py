@@ -106,9 +106,7 @@ def test_top_level_strings_cases(text: str, expected: dict[str, str] | None) -> 
 
 def test_request_round_trip_through_the_agent_parser() -> None:
     env = {b"CNI_COMMAND": b"ADD", b"CNI_ARGS": b"", b"CNI_IFNAME": b"net1", b"PATH": b"/bin"}
-    block = b"\0".join(k + b"=" + v for k, v in env.items() if k.startswith(b"CNI_"))
-    request = b"VHP2 %d\n%s%s" % (len(block), block, b'{"a": "\xc3\xa9"}')
-    got_env, config = parse_request(request)
+    got_env, config = parse_request(shim.encode_request(env, b'{"a": "\xc3\xa9"}'))
     assert got_env == {"CNI_COMMAND": "ADD", "CNI_ARGS": "", "CNI_IFNAME": "net1"}
     assert config == '{"a": "é"}'
 
