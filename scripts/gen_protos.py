@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Generate the Python stubs of every proto/**/*.proto into src/ (paths under proto/ mirror the package tree).
+"""Generate the Python stubs of every proto/**/*.proto into src/ (paths under proto/ mirror the package tree: the
+product's APIs under vhostplug/, the CRI v1 subset the containerd test harness speaks under vhostplug_testsupport/).
 
 `--check` regenerates into a temporary folder and exits 1 when any committed stub differs (run by the unit tests).
 """

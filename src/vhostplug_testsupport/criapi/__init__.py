@@ -1,0 +1,1 @@
+"""Generated CRI v1 stubs (subset); see proto/vhostplug_testsupport/criapi/api.proto."""
