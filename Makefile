@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint typecheck unit functional e2e demo bench protos clean
+.PHONY: setup test lint typecheck unit functional runtime e2e demo bench protos image clean
 
 setup:
 	@scripts/setup.sh
@@ -16,13 +16,16 @@ typecheck: setup
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy --strict src
-	$(BIN)/python -m pytest -ra tests/unit tests/functional tests/e2e
+	$(BIN)/python -m pytest -ra tests/unit tests/functional tests/runtime tests/e2e
 
 unit: setup
 	$(BIN)/python -m pytest -ra tests/unit
 
 functional: setup
 	$(BIN)/python -m pytest -ra tests/functional
+
+runtime: setup
+	$(BIN)/python -m pytest -ra tests/runtime
 
 e2e: setup
 	$(BIN)/python -m pytest -ra tests/e2e

@@ -1,0 +1,136 @@
+"""containerd 1.6 (CRI plugin, runc) drives vhostplug as a user's node would: pod sandboxes made and removed over the
+CRI v1 API, each checked in OVS (port, container ID, attached-mac), in the files (socket folder, app config file,
+host-local's lease) and in CRI's own state (PodSandboxStatus IP, the CNI result containerd recorded)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.runtime.conftest import Runtime
+from vhostplug.model import Mode
+
+IFNAME = "eth0"  # the name CRI gives the pod's first interface
+
+
+def _name() -> str:
+    return f"pod-{uuid.uuid4().hex[:8]}"
+
+
+def check_attached(rt: Runtime, sid: str, network: str, mode: str) -> dict[str, Any]:
+    """Everything RunPodSandbox must have made for ``sid``; returns what was seen."""
+    status = rt.ctrd.cri.sandbox_status(sid, verbose=True)
+    assert status.status.state == 0, "sandbox is not SANDBOX_READY"
+    ip = status.status.network.ip
+    assert ip, "PodSandboxStatus has no IP"
+    lease = rt.ctrd.ipam_dir / network / ip
+    assert lease.read_text().split()[0] == sid, "host-local recorded another container for the pod's IP"
+
+    port = rt.node.port_of(sid, IFNAME)
+    assert port is not None, f"no OVS port for {sid}/{IFNAME}"
+    assert port.external_ids["vhostplug-container-id"] == sid
+    assert port.ovs_type == Mode(mode).ovs_type
+    folder = rt.node.socket_root / f"{sid[:12]}-{IFNAME}"
+    assert folder.is_dir()
+    assert port.external_ids["vhostplug-socket"] == str(folder / "vhu.sock")
+    app = json.loads((folder / f"{sid}-{IFNAME}").read_text())
+    mac = port.external_ids["attached-mac"]
+    assert app == {"vhostname": "vhu.sock", "vhostmac": mac, "mode": mode}
+    if mode == "client":
+        assert (folder / "vhu.sock").is_socket(), "client mode: OVS's socket was not moved into the pod's folder"
+
+    info = json.loads(status.info["info"])
+    recorded = info["cniResult"]["Interfaces"][IFNAME]
+    assert recorded["Mac"] == mac, "the MAC containerd recorded differs from OVS's attached-mac"
+    assert [c["IP"] for c in recorded["IPConfigs"]] == [ip]
+    netns = rt.ctrd.cri.sandbox_netns(sid)
+    assert recorded["Sandbox"] == netns and Path(netns).exists()
+    return {"ip": ip, "port": port.name, "ofport": port.ofport, "folder": folder, "netns": netns, "lease": lease}
+
+
+def check_detached(rt: Runtime, sid: str, seen: dict[str, Any]) -> None:
+    assert rt.node.port_of(sid, IFNAME) is None
+    assert not seen["folder"].exists()
+    assert not seen["lease"].exists(), "host-local still holds the pod's address"
+    assert not Path(seen["netns"]).exists()
+    assert sid not in [s.id for s in rt.ctrd.cri.list_sandboxes()]
+
+
+def remove(rt: Runtime, sid: str) -> None:
+    rt.ctrd.cri.stop_sandbox(sid)
+    rt.ctrd.cri.remove_sandbox(sid)
+
+
+@pytest.mark.parametrize("cni_version", ["1.0.0", "0.4.0"])
+@pytest.mark.parametrize("mode", ["server", "client"])
+def test_sandbox_attaches_and_detaches(runtime: Runtime, mode: str, cni_version: str) -> None:
+    network = runtime.use(runtime.conflist(mode=mode, cni_version=cni_version))
+    before = runtime.node.cni_calls()
+    sid = runtime.ctrd.cri.run_sandbox(_name())
+    seen = check_attached(runtime, sid, network, mode)
+    after_run = runtime.node.cni_calls()
+    assert after_run.get("ADD/0", 0) - before.get("ADD/0", 0) == 1
+
+    remove(runtime, sid)
+    check_detached(runtime, sid, seen)
+    calls = runtime.node.cni_calls()
+    # containerd's two DELs (StopPodSandbox with netns and prevResult, RemovePodSandbox with neither) both succeed
+    assert calls.get("DEL/0", 0) - after_run.get("DEL/0", 0) == 2
+    assert calls.get("DEL", 0) == calls.get("DEL/0", 0)
+
+
+def test_five_sandboxes_at_once(runtime: Runtime) -> None:
+    network = runtime.use(runtime.conflist())
+    ids: list[str] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ids.append(runtime.ctrd.cri.run_sandbox(_name()))
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    seen = {sid: check_attached(runtime, sid, network, "server") for sid in ids}
+    assert len({s["ip"] for s in seen.values()}) == 5
+    assert len({s["port"] for s in seen.values()}) == 5
+    assert len(runtime.node.ports()) == 5
+
+    threads = [threading.Thread(target=remove, args=(runtime, sid)) for sid in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for sid, s in seen.items():
+        check_detached(runtime, sid, s)
+
+
+def test_containerd_restart_keeps_pods(runtime: Runtime) -> None:
+    network = runtime.use(runtime.conflist())
+    ids = [runtime.ctrd.cri.run_sandbox(_name()) for _ in range(2)]
+    seen = {sid: check_attached(runtime, sid, network, "server") for sid in ids}
+    calls = runtime.node.cni_calls()
+
+    runtime.ctrd.restart()
+    runtime.ctrd.wait_cni_config(network)
+
+    assert runtime.node.cni_calls() == calls, "containerd called the plugin while restarting"
+    for sid, s in seen.items():
+        again = check_attached(runtime, sid, network, "server")
+        assert (again["ip"], again["port"], again["ofport"]) == (s["ip"], s["port"], s["ofport"])
+
+    new = runtime.ctrd.cri.run_sandbox(_name())
+    seen[new] = check_attached(runtime, new, network, "server")
+    for sid, s in seen.items():
+        remove(runtime, sid)
+        check_detached(runtime, sid, s)
