@@ -12,7 +12,12 @@ def agent(
     ovsdb: str | None = typer.Option(None, "--ovsdb", help="OVSDB endpoint, e.g. unix:/run/openvswitch/db.sock."),
     listen: Path | None = typer.Option(None, "--listen", help="Unix socket the CNI shim talks to."),
     socket_root: Path | None = typer.Option(None, "--socket-root", help="Host root of the socket folders."),
-    device_plugin_dir: Path | None = typer.Option(None, "--device-plugin-dir", help="kubelet's device-plugin folder."),
+    device_plugin_dir: Path | None = typer.Option(
+        None,
+        "--device-plugin-dir",
+        help="kubelet's device-plugin folder; also enables the device plugin (with its defaults when the "
+        "configuration has no devicePlugin block).",
+    ),
     devinfo_dir: Path | None = typer.Option(None, "--devinfo-dir", help="Root of the device-info spec files."),
 ) -> None:
     """Run the node agent: CNI server, device plugin, metrics."""

@@ -136,6 +136,12 @@ def run(
                 "devinfoDir": devinfo_dir,
             },
         )
+        if device_plugin_dir is not None and config.device_plugin is None:
+            # asking for kubelet's device-plugin folder means asking for the device plugin: run it with its defaults
+            LOG.info("--device-plugin-dir given and no devicePlugin block: device plugin enabled with defaults")
+            config = config.model_copy(update={"device_plugin": {}})
+        elif config.device_plugin is None:
+            LOG.info("device plugin off: no devicePlugin block in the configuration and no --device-plugin-dir")
         agent = Agent(config)
     except (ConfigError, ValueError) as exc:
         print(f"vhostplug agent: {exc}", file=sys.stderr)
