@@ -28,12 +28,22 @@ app.command("migrate-mode")(_audit_cli.migrate_mode)
 def install_cni(
     dest: Path = typer.Option(Path("/opt/cni/bin"), help="The runtime's CNI binary folder."),
     name: str = typer.Option("vhostplug", help="File name of the plugin (the netconf's `type`)."),
-    python: str | None = typer.Option(None, help="Interpreter for the shebang (default: the system python3)."),
+    python: str | None = typer.Option(
+        None, help="The node's interpreter for the shebang, a path on the node (default: its python3); must be >= 3.9."
+    ),
+    host_root: Path = typer.Option(
+        Path("/"), help="Where the node's / is mounted (in the init container: /host); --python is checked there."
+    ),
 ) -> None:
-    """Install the stdlib-only CNI shim for container runtimes (run by the DaemonSet's init container)."""
-    from vhostplug.cni.install import install_shim
+    """Install the stdlib-only CNI shim for container runtimes (run by the DaemonSet's init container). The interpreter
+    is checked on the node first; a node without a suitable one gets an error naming it, and nothing is written."""
+    from vhostplug.cni.install import InterpreterError, install_shim
 
-    typer.echo(str(install_shim(dest, name=name, python=python)))
+    try:
+        typer.echo(str(install_shim(dest, name=name, python=python, host_root=host_root)))
+    except InterpreterError as exc:
+        typer.echo(f"vhostplug install-cni: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command(
