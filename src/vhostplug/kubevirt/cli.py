@@ -68,6 +68,9 @@ def webhook(
     cache_ttl: float = typer.Option(
         30.0, "--cache-ttl", help="Seconds a NetworkAttachmentDefinition lookup is cached."
     ),
+    header_timeout: float = typer.Option(
+        10.0, "--header-timeout", help="Seconds a client has for its request head, and for its body; idle close."
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the mutating admission webhook (HTTPS)."""
@@ -79,6 +82,6 @@ def webhook(
     async def main() -> None:
         resolver = LightkubeResolver.from_kubeconfig(kubeconfig, ttl=cache_ttl)
         config = WebhookConfig(resource_prefix=resource_prefix, links_dir=links_dir)
-        await serve(host, port, cert, key, resolver, config)
+        await serve(host, port, cert, key, resolver, config, header_timeout=header_timeout)
 
     asyncio.run(main())

@@ -15,9 +15,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
 import os
+import re
 import ssl
 import time
 from collections import Counter
@@ -25,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -39,6 +43,25 @@ SIDECAR_PREFIX = "hook-sidecar-"
 LINKS_VOLUME = "vhostplug-links"
 PODINFO_VOLUME = "vhostplug-podnetinfo"
 PODINFO_DIR = "/etc/podnetinfo"
+
+#: bodies larger than this are refused with 413 before they are read (a review carries the pod and, on UPDATE,
+#: the old pod; kube-apiserver caps one object at about 3 MiB)
+MAX_BODY = 8 * 1024 * 1024
+#: deeper JSON is refused (a pod nests about 12 levels; Python's decoder recurses)
+MAX_DEPTH = 64
+#: networks one pod may name (each unknown one costs an API request)
+MAX_NETWORKS = 64
+#: seconds a client has for the TLS handshake, for its request line and headers, and for its body
+HANDSHAKE_TIMEOUT = 10.0
+HEADER_TIMEOUT = 10.0
+BODY_TIMEOUT = 10.0
+#: after a body this large is answered, freed heap is handed back to the OS (glibc malloc_trim)
+TRIM_AFTER = 1024 * 1024
+#: TLS 1.2 suites: ECDHE with AEAD only (no CBC, no RSA key exchange); TLS 1.3 suites are all AEAD
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!eNULL"
+
+_DNS1123_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS1123_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class ResolveError(Exception):
@@ -59,8 +82,28 @@ class Network:
     name: str
 
 
-def parse_networks(value: str, default_namespace: str) -> list[Network]:
-    """The Multus networks annotation: a JSON list of ``{name, namespace?}`` or ``ns/name@if, name`` text."""
+def check_namespace(value: object, where: str) -> str:
+    """A namespace: a DNS-1123 label (what kube-apiserver accepts), else :class:`ReviewError`."""
+    if not isinstance(value, str) or not _DNS1123_LABEL.fullmatch(value):
+        raise ReviewError(f"{where}: {value!r} is not a namespace (DNS-1123 label: a-z, 0-9, '-', at most 63)")
+    return value
+
+
+def check_network_name(value: object, where: str) -> str:
+    """A NetworkAttachmentDefinition name: a DNS-1123 subdomain, else :class:`ReviewError`."""
+    if not isinstance(value, str) or not _DNS1123_SUBDOMAIN.fullmatch(value):
+        raise ReviewError(
+            f"{where}: {value!r} is not a network name (DNS-1123 subdomain: a-z, 0-9, '-', '.', at most 253)"
+        )
+    return value
+
+
+def parse_networks(value: str, default_namespace: str, limit: int = MAX_NETWORKS) -> list[Network]:
+    """The Multus networks annotation: a JSON list of ``{name, namespace?}`` or ``ns/name@if, name`` text.
+
+    Every name and namespace is checked (DNS-1123) before anything is looked up; more than ``limit`` entries is
+    refused. Raises :class:`ReviewError` saying which entry is wrong.
+    """
     value = value.strip()
     if not value:
         return []
@@ -68,22 +111,38 @@ def parse_networks(value: str, default_namespace: str) -> list[Network]:
     if value.startswith("["):
         try:
             items = json.loads(value)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             raise ReviewError(f"{NETWORKS_ANNOTATION} is not valid JSON: {exc}") from exc
         if not isinstance(items, list):
             raise ReviewError(f"{NETWORKS_ANNOTATION} must be a JSON list")
-        for item in items:
+        if len(items) > limit:
+            raise ReviewError(f"{NETWORKS_ANNOTATION} names {len(items)} networks; at most {limit} are allowed")
+        for n, item in enumerate(items):
+            where = f"{NETWORKS_ANNOTATION}[{n}]"
             if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
-                raise ReviewError(f"{NETWORKS_ANNOTATION}: every entry needs a name, got {item!r}")
-            out.append(Network(str(item.get("namespace") or default_namespace), item["name"]))
+                raise ReviewError(f"{where}: every entry needs a name, got {_short(item)}")
+            ns = item.get("namespace")
+            namespace = default_namespace if ns is None or ns == "" else check_namespace(ns, f"{where}.namespace")
+            out.append(Network(namespace, check_network_name(item["name"], f"{where}.name")))
         return out
-    for part in value.split(","):
-        ref = part.strip().split("@", 1)[0]
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) > limit:
+        raise ReviewError(f"{NETWORKS_ANNOTATION} names {len(parts)} networks; at most {limit} are allowed")
+    for part in parts:
+        ref = part.split("@", 1)[0]
         if not ref:
             continue
-        ns, _, name = ref.rpartition("/")
-        out.append(Network(ns or default_namespace, name))
+        pieces = ref.split("/")
+        if len(pieces) > 2:
+            raise ReviewError(f"{NETWORKS_ANNOTATION}: {_short(ref)} is not of the form [namespace/]name[@interface]")
+        ns = check_namespace(pieces[0], NETWORKS_ANNOTATION) if len(pieces) == 2 else default_namespace
+        out.append(Network(ns, check_network_name(pieces[-1], NETWORKS_ANNOTATION)))
     return out
+
+
+def _short(value: object, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _http_status(exc: BaseException) -> int | None:
@@ -94,6 +153,10 @@ def _http_status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else None
+
+
+#: NAD lookups kept at most (expired ones are dropped first)
+MAX_CACHE = 4096
 
 
 @dataclass
@@ -123,14 +186,22 @@ class LightkubeResolver:
             "k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions"
         )
         try:
-            obj = await self.client.get(nad, name=name, namespace=namespace)
+            # lightkube joins the path from these as given: escape them (callers validate them too)
+            obj = await self.client.get(nad, name=quote(name, safe=""), namespace=quote(namespace, safe=""))
         except Exception as exc:  # ApiError, httpx status errors, transport errors (refused, TLS, timeouts)
             if _http_status(exc) == 404:
-                self.cache[key] = (now + self.ttl, None)
+                if len(self.cache) < MAX_CACHE:
+                    self.cache[key] = (now + self.ttl, None)
                 return None
             raise ResolveError(f"reading NetworkAttachmentDefinition {namespace}/{name}: {exc}") from exc
         annotations = (obj.metadata.annotations or {}) if obj.metadata else {}
         resource = annotations.get(RESOURCE_ANNOTATION) or None
+        if resource is not None and not isinstance(resource, str):
+            resource = None
+        if len(self.cache) >= MAX_CACHE:
+            self.cache = {k: v for k, v in self.cache.items() if v[0] > now}
+            if len(self.cache) >= MAX_CACHE:
+                self.cache.clear()
         self.cache[key] = (now + self.ttl, resource)
         return resource
 
@@ -140,6 +211,7 @@ class WebhookConfig:
     resource_prefix: str = "vhostplug.io/"
     links_dir: str = "/var/run/vhostplug-links"
     podinfo_dir: str = PODINFO_DIR
+    max_networks: int = MAX_NETWORKS
 
 
 def _ptr(*parts: str | int) -> str:
@@ -258,18 +330,90 @@ def build_patch(
 async def count_devices(
     pod: dict[str, Any], namespace: str, resolver: NadResolver, config: WebhookConfig
 ) -> Counter[str]:
+    """Devices per resource the pod's networks need; each distinct network is looked up once."""
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    if not isinstance(annotations, dict):
-        raise ReviewError("metadata.annotations must be an object")
     counts: Counter[str] = Counter()
     raw = annotations.get(NETWORKS_ANNOTATION)
     if not isinstance(raw, str):
         return counts
-    for net in parse_networks(raw, namespace):
-        resource = await resolver.resource_of(net.namespace, net.name)
+    resources: dict[Network, str | None] = {}
+    for net in parse_networks(raw, namespace, config.max_networks):
+        if net not in resources:
+            resources[net] = await resolver.resource_of(net.namespace, net.name)
+        resource = resources[net]
         if resource and resource.startswith(config.resource_prefix):
             counts[resource] += 1
     return counts
+
+
+_KIND_NAMES: dict[type[Any], str] = {dict: "an object", list: "a list", str: "a string"}
+
+
+def _expect(value: Any, kind: type[Any], where: str) -> Any:
+    if value is not None and not isinstance(value, kind):
+        name = _KIND_NAMES.get(kind, kind.__name__)
+        raise ReviewError(f"{where} must be {name}, not {type(value).__name__}")
+    return value
+
+
+def check_pod(pod: dict[str, Any]) -> None:
+    """The pod fields this webhook reads or patches have the types Kubernetes gives them, else :class:`ReviewError`."""
+    meta = _expect(pod.get("metadata"), dict, "metadata") or {}
+    for key in ("name", "generateName", "namespace"):
+        _expect(meta.get(key), str, f"metadata.{key}")
+    for key in ("labels", "annotations"):
+        for k, v in (_expect(meta.get(key), dict, f"metadata.{key}") or {}).items():
+            _expect(v, str, f"metadata.{key}[{_short(k, 40)}]")
+    spec = _expect(pod.get("spec"), dict, "spec") or {}
+    for n, volume in enumerate(_expect(spec.get("volumes"), list, "spec.volumes") or []):
+        _expect(volume, dict, f"spec.volumes[{n}]")
+        _expect(volume.get("name"), str, f"spec.volumes[{n}].name")
+    for n, c in enumerate(_expect(spec.get("containers"), list, "spec.containers") or []):
+        where = f"spec.containers[{n}]"
+        if not isinstance(c, dict):
+            raise ReviewError(f"{where} must be an object, not {type(c).__name__}")
+        _expect(c.get("name"), str, f"{where}.name")
+        resources = _expect(c.get("resources"), dict, f"{where}.resources") or {}
+        for kind in ("requests", "limits"):
+            _expect(resources.get(kind), dict, f"{where}.resources.{kind}")
+        for m, mount in enumerate(_expect(c.get("volumeMounts"), list, f"{where}.volumeMounts") or []):
+            _expect(mount, dict, f"{where}.volumeMounts[{m}]")
+
+
+def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``value`` (decoded JSON) nests no deeper than ``limit`` lists/objects (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            children: Any = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            return False
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return True
+
+
+TOO_DEEP = f"request body is nested deeper than {MAX_DEPTH} levels"
+
+
+def decode(body: bytes) -> Any:
+    """The request body as JSON, or :class:`ReviewError` (not UTF-8 JSON, or too deep for the decoder)."""
+    try:
+        return json.loads(body)
+    except RecursionError:
+        raise ReviewError(TOO_DEEP) from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ReviewError(f"request body is not JSON: {exc}") from None
+
+
+def _uid_of(body: Any) -> str | None:
+    req = body.get("request") if isinstance(body, dict) else None
+    uid = req.get("uid") if isinstance(req, dict) else None
+    return uid if isinstance(uid, str) and uid else None
 
 
 def _response(
@@ -292,7 +436,11 @@ def _response(
 
 
 async def review(body: Any, resolver: NadResolver, config: WebhookConfig) -> dict[str, Any]:
-    """Answer one AdmissionReview (already JSON-decoded). Raises :class:`ReviewError` when no uid can be echoed."""
+    """Answer one AdmissionReview (already JSON-decoded). Raises :class:`ReviewError` when no uid can be echoed.
+
+    A malformed pod (a field of the wrong type, a network name that is not a Kubernetes name, too many networks) is
+    denied with code 400 and a message naming the field; nothing is looked up for it.
+    """
     if not isinstance(body, dict) or body.get("kind") != "AdmissionReview" or not isinstance(body.get("request"), dict):
         raise ReviewError("body is not an AdmissionReview with a request")
     req = body["request"]
@@ -302,11 +450,18 @@ async def review(body: Any, resolver: NadResolver, config: WebhookConfig) -> dic
     pod = req.get("object")
     kind = (req.get("kind") or {}).get("kind") if isinstance(req.get("kind"), dict) else None
     if kind != "Pod" or not isinstance(pod, dict):
-        return _response(uid, warnings=[f"vhostplug webhook: only Pods are mutated, not {kind!r}; admitted unchanged"])
+        return _response(
+            uid, warnings=[f"vhostplug webhook: only Pods are mutated, not {_short(kind)}; admitted unchanged"]
+        )
+    try:
+        check_pod(pod)
+        raw_ns = req.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "default"
+        namespace = check_namespace(raw_ns, "request.namespace")
+    except ReviewError as exc:
+        return _response(uid, allowed=False, message=f"vhostplug: {exc}", code=400)
     spec = pod.get("spec")
     if not isinstance(spec, dict) or not isinstance(spec.get("containers"), list) or not spec["containers"]:
         return _response(uid, warnings=["vhostplug webhook: pod has no spec.containers; admitted unchanged"])
-    namespace = str(req.get("namespace") or (pod.get("metadata") or {}).get("namespace") or "default")
     try:
         counts = await count_devices(pod, namespace, resolver, config)
     except ReviewError as exc:
@@ -329,6 +484,7 @@ class CertReloader:
         self.key = Path(key)
         self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.context.minimum_version = ssl.TLSVersion.TLSv1_2
+        self.context.set_ciphers(TLS12_CIPHERS)
         self.stamp: tuple[float, int, float, int] | None = None
         self.reloads = 0
         self.check(initial=True)
@@ -366,7 +522,33 @@ class CertReloader:
             self.check()
 
 
-def make_app(resolver: NadResolver, config: WebhookConfig, certs: CertReloader | None = None) -> web.Application:
+_libc: Any = None
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
+    global _libc
+    if _libc is None:
+        name = ctypes.util.find_library("c")
+        try:
+            _libc = ctypes.CDLL(name) if name else False
+        except OSError:
+            _libc = False
+    if _libc and hasattr(_libc, "malloc_trim"):
+        _libc.malloc_trim(0)
+
+
+def _too_large(size: int | None) -> web.Response:
+    what = f"{size} bytes" if size is not None else "the request body"
+    return web.json_response({"error": f"{what} is more than the {MAX_BODY} bytes a review may have"}, status=413)
+
+
+def make_app(
+    resolver: NadResolver,
+    config: WebhookConfig,
+    certs: CertReloader | None = None,
+    body_timeout: float = BODY_TIMEOUT,
+) -> web.Application:
     @web.middleware
     async def reload_certs(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -375,28 +557,51 @@ def make_app(resolver: NadResolver, config: WebhookConfig, certs: CertReloader |
             certs.check()
         return await handler(request)
 
-    async def mutate(request: web.Request) -> web.Response:
+    async def answer(raw: bytes) -> web.Response:
         try:
-            body = await request.json()
-        except (ValueError, UnicodeDecodeError) as exc:
-            return web.json_response({"error": f"request body is not JSON: {exc}"}, status=400)
+            body = decode(raw)
+        except ReviewError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        if not depth_ok(body):
+            uid = _uid_of(body)
+            if uid is None:
+                return web.json_response({"error": TOO_DEEP}, status=400)
+            return web.json_response(_response(uid, allowed=False, message=f"vhostplug: {TOO_DEEP}", code=400))
         try:
             return web.json_response(await review(body, resolver, config))
         except ReviewError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         except Exception as exc:  # never crash the server on one request
             log.exception("mutate failed")
-            uid = body.get("request", {}).get("uid", "") if isinstance(body, dict) else ""
-            if isinstance(uid, str) and uid:
+            uid = _uid_of(body)
+            if uid is not None:
                 return web.json_response(
                     _response(uid, allowed=False, message=f"vhostplug: internal error: {exc}", code=500)
                 )
             return web.json_response({"error": f"internal error: {exc}"}, status=500)
 
+    async def mutate(request: web.Request) -> web.Response:
+        # refuse what is too large before reading it; a chunked body is read up to the limit only
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _too_large(request.content_length)
+        try:
+            async with asyncio.timeout(body_timeout):
+                raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _too_large(None)
+        except TimeoutError:
+            return web.json_response({"error": f"request body not received within {body_timeout:g}s"}, status=408)
+        try:
+            return await answer(raw)
+        finally:
+            if len(raw) >= TRIM_AFTER:
+                del raw
+                release_memory()
+
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
-    app = web.Application(middlewares=[reload_certs], client_max_size=8 * 1024 * 1024)
+    app = web.Application(middlewares=[reload_certs], client_max_size=MAX_BODY)
     app.router.add_post("/mutate", mutate)
     app.router.add_get("/healthz", healthz)
     return app
@@ -410,17 +615,24 @@ async def serve(
     resolver: NadResolver,
     config: WebhookConfig,
     reload_interval: float = 1.0,
+    header_timeout: float = HEADER_TIMEOUT,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
 ) -> None:
+    """Serve until SIGTERM/SIGINT. A connection that has not finished its TLS handshake within ``handshake_timeout``,
+    or its request line and headers within ``header_timeout`` (also: an idle kept-alive connection), is closed."""
     certs = CertReloader(cert, key)
-    app = make_app(resolver, config, certs)
-    runner = web.AppRunner(app)
+    app = make_app(resolver, config, certs, body_timeout=header_timeout)
+    # aiohttp arms keepalive_timeout when a connection is made and closes it if no complete request head arrived
+    runner = web.AppRunner(app, keepalive_timeout=header_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=certs.context)
-    await site.start()
+    assert runner.server is not None
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        runner.server, host, port, ssl=certs.context, ssl_handshake_timeout=handshake_timeout, backlog=128
+    )
     log.info("webhook listening on https://%s:%d/mutate", host, port)
     watcher = asyncio.create_task(certs.watch(reload_interval))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     import signal
 
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -431,4 +643,6 @@ async def serve(
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
+        server.close()
         await runner.cleanup()
+        await server.wait_closed()

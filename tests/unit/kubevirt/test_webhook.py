@@ -5,108 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import copy
-import hashlib
-import http.client
 import json
 import socket
 import ssl
-import subprocess
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from tests.conftest import REPO
+from vhostplug_testsupport.webhook import FakeApi, Webhook, make_cert, review_body, running_api, start_webhook
 
-VHOSTPLUG = REPO / ".venv" / "bin" / "vhostplug"
-NAD_PATH = "/apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}"
-
-
-def make_cert(folder: Path, stem: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class FakeApi:
-    """Answers NAD GETs like kube-apiserver; counts hits per NAD."""
-
-    nads: dict[tuple[str, str], dict[str, str] | int] = field(default_factory=dict)
-    hits: dict[tuple[str, str], int] = field(default_factory=dict)
-    port: int = 0
-
-    async def handler(self, request: web.Request) -> web.Response:
-        key = (request.match_info["ns"], request.match_info["name"])
-        self.hits[key] = self.hits.get(key, 0) + 1
-        nad = self.nads.get(key)
-        if isinstance(nad, int):
-            return web.json_response(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": nad,
-                    "reason": "InternalError",
-                    "message": "etcd is sad",
-                },
-                status=nad,
-            )
-        if nad is None:
-            return web.json_response(
-                {
-                    "kind": "Status",
-                    "apiVersion": "v1",
-                    "status": "Failure",
-                    "code": 404,
-                    "reason": "NotFound",
-                    "message": "not found",
-                },
-                status=404,
-            )
-        return web.json_response(
-            {
-                "apiVersion": "k8s.cni.cncf.io/v1",
-                "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": key[1], "namespace": key[0], "annotations": nad},
-                "spec": {"config": "{}"},
-            }
-        )
+NADS: dict[tuple[str, str], dict[str, str] | int] = {
+    ("default", "vhu-net"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
+    ("infra", "vhu-fast"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser-numa0"},
+    ("default", "sriov"): {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov"},
+    ("default", "plain"): {},
+    ("default", "broken"): 500,
+    ("default", "vh"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
+}
+HEADER_TIMEOUT = 2.0
 
 
 @pytest.fixture(scope="module")
@@ -116,148 +37,17 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def api(tls_dir: Path) -> Iterator[FakeApi]:
-    cert, key = make_cert(tls_dir, "api")
-    fake = FakeApi(
-        nads={
-            ("default", "vhu-net"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
-            ("infra", "vhu-fast"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser-numa0"},
-            ("default", "sriov"): {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov"},
-            ("default", "plain"): {},
-            ("default", "broken"): 500,
-        }
-    )
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    runner_box: list[web.AppRunner] = []
-
-    async def start() -> None:
-        app = web.Application()
-        app.router.add_get(NAD_PATH, fake.handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        fake.port = free_port()
-        await web.TCPSite(runner, "127.0.0.1", fake.port, ssl_context=ctx).start()
-        runner_box.append(runner)
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
+    with running_api(tls_dir, NADS) as fake:
         yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
-@dataclass
-class Webhook:
-    proc: subprocess.Popen[bytes]
-    port: int
-    cert: Path
-    key: Path
-
-    def post(self, body: bytes) -> tuple[int, Any]:
-        ctx = ssl.create_default_context(cafile=str(self.cert))
-        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=ctx, timeout=10)
-        try:
-            conn.request("POST", "/mutate", body=body, headers={"Content-Type": "application/json"})
-            resp = conn.getresponse()
-            return resp.status, json.loads(resp.read())
-        finally:
-            conn.close()
-
-    def review(self, pod: dict[str, Any], uid: str = "u-1", namespace: str = "default") -> dict[str, Any]:
-        body = {
-            "apiVersion": "admission.k8s.io/v1",
-            "kind": "AdmissionReview",
-            "request": {
-                "uid": uid,
-                "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                "namespace": namespace,
-                "operation": "CREATE",
-                "object": pod,
-            },
-        }
-        status, out = self.post(json.dumps(body).encode())
-        assert status == 200, out
-        assert out["kind"] == "AdmissionReview" and out["apiVersion"] == "admission.k8s.io/v1"
-        assert out["response"]["uid"] == uid
-        resp: dict[str, Any] = out["response"]
-        return resp
-
-    def fingerprint(self) -> str:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as raw, ctx.wrap_socket(raw) as tls:
-            der = tls.getpeercert(binary_form=True)
-        assert der is not None
-        return hashlib.sha256(der).hexdigest()
 
 
 @pytest.fixture(scope="module")
 def webhook(api: FakeApi, tls_dir: Path) -> Iterator[Webhook]:
-    api_cert = tls_dir / "api.crt"
-    kubeconfig = tls_dir / "kubeconfig"
-    kubeconfig.write_text(
-        json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "current-context": "lab",
-                "clusters": [
-                    {
-                        "name": "lab",
-                        "cluster": {"server": f"https://127.0.0.1:{api.port}", "certificate-authority": str(api_cert)},
-                    }
-                ],
-                "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-                "users": [{"name": "lab", "user": {"token": "test-token"}}],
-            }
-        )
-    )
-    cert, key = make_cert(tls_dir, "webhook")
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            str(VHOSTPLUG),
-            "webhook",
-            "--cert",
-            str(cert),
-            "--key",
-            str(key),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--kubeconfig",
-            str(kubeconfig),
-            "--cache-ttl",
-            "60",
-        ],
-    )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            assert proc.poll() is None, "webhook exited"
-            assert time.monotonic() < deadline, "webhook did not listen"
-            time.sleep(0.1)
+    hook = start_webhook(api, tls_dir, "--header-timeout", str(HEADER_TIMEOUT))
     try:
-        yield Webhook(proc, port, cert, key)
+        yield hook
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        hook.stop()
 
 
 def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -409,3 +199,225 @@ def test_certificate_rotation_is_picked_up(webhook: Webhook, tls_dir: Path) -> N
     # and it still answers reviews with the new cert
     pod = {"metadata": {}, "spec": {"containers": [{"name": "a"}]}}
     assert webhook.review(pod, uid="after-rotation")["allowed"] is True
+
+
+# ---- hostile and malformed input (each once reproduced against the webhook before its fix) ---------------------------
+
+
+def net_pod(networks: str) -> dict[str, Any]:
+    return {
+        "metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": networks}},
+        "spec": {"containers": [{"name": "a"}]},
+    }
+
+
+def test_deeply_nested_bodies_get_400_not_a_traceback(webhook: Webhook) -> None:
+    status, out = webhook.post(b'{"a":' * 100_000 + b"1" + b"}" * 100_000)
+    assert status == 400 and "nested deeper" in out["error"]
+    status, out = webhook.post(b"[" * 200_000)
+    assert status == 400 and out["error"]
+    # decodable, but deeper than any pod: an AdmissionReview denial naming the problem
+    deep: Any = "x"
+    for _ in range(200):
+        deep = {"k": deep}
+    pod = {"metadata": {"annotations": {"deep": deep}}, "spec": {"containers": [{"name": "a"}]}}
+    status, out = webhook.post(json.dumps(review_body(pod, uid="deep-1")).encode())
+    assert status == 200 and out["response"]["uid"] == "deep-1"
+    assert out["response"]["allowed"] is False and out["response"]["status"]["code"] == 400
+    assert "nested deeper" in out["response"]["status"]["message"]
+    assert webhook.proc.poll() is None
+
+
+@pytest.mark.parametrize(
+    ("pod", "field"),
+    [
+        ({"metadata": "x", "spec": {"containers": [{"name": "a"}]}}, "metadata"),
+        ({"metadata": {}, "spec": {"containers": "x"}}, "spec.containers"),
+        ({"metadata": {}, "spec": {"containers": ["x"]}}, "spec.containers[0]"),
+        ({"metadata": {}, "spec": {"containers": [{"name": "a", "resources": "x"}]}}, "spec.containers[0].resources"),
+        (
+            {"metadata": {}, "spec": {"containers": [{"name": "a", "resources": {"limits": []}}]}},
+            "spec.containers[0].resources.limits",
+        ),
+        ({"metadata": {"labels": "x"}, "spec": {"containers": [{"name": "a"}]}}, "metadata.labels"),
+        ({"metadata": {"annotations": ["x"]}, "spec": {"containers": [{"name": "a"}]}}, "metadata.annotations"),
+        ({"metadata": {}, "spec": {"containers": [{"name": "a"}], "volumes": "x"}}, "spec.volumes"),
+        ({"metadata": {}, "spec": {"containers": [{"name": "a", "volumeMounts": [3]}]}}, "volumeMounts[0]"),
+        ({"metadata": {}, "spec": "x"}, "spec"),
+    ],
+)
+def test_wrongly_typed_pod_fields_are_denied_naming_the_field(
+    webhook: Webhook, pod: dict[str, Any], field: str
+) -> None:
+    pod["metadata"] = (
+        pod["metadata"]
+        if not isinstance(pod["metadata"], dict)
+        else {
+            **pod["metadata"],
+            **({} if "annotations" in pod["metadata"] else {"annotations": {"k8s.v1.cni.cncf.io/networks": "vhu-net"}}),
+        }
+    )
+    resp = webhook.review(pod, uid="typed")
+    assert resp["allowed"] is False and resp["status"]["code"] == 400, resp
+    assert field in resp["status"]["message"] and "internal error" not in resp["status"]["message"]
+
+
+def test_bad_namespace_of_the_request_is_denied(webhook: Webhook) -> None:
+    for ns in (["x"], "Default", "a/b"):
+        resp = webhook.review(net_pod("vhu-net"), uid="ns", namespace=ns)
+        assert resp["allowed"] is False and resp["status"]["code"] == 400 and "namespace" in resp["status"]["message"]
+
+
+@pytest.mark.parametrize(
+    "networks",
+    [
+        "x/../../../../../../../api/v1/namespaces/kube-system/secrets/admin-token",
+        "vh#frag",
+        "vh?watch=1",
+        "default/vh/extra",
+        "../vh",
+        "VH",
+        "\ud800",
+        json.dumps([{"name": "\ud800"}]),
+        json.dumps([{"name": "../../../api/v1/namespaces/kube-system/secrets/admin-token"}]),
+        json.dumps([{"name": "vh", "namespace": "kube-system/secrets"}]),
+        json.dumps([{"name": "vh", "namespace": 7}]),
+        "a" * 254,
+    ],
+)
+def test_network_names_are_validated_before_any_request(webhook: Webhook, api: FakeApi, networks: str) -> None:
+    before = list(api.paths)
+    resp = webhook.review(net_pod(networks), uid="attack")
+    assert resp["allowed"] is False and resp["status"]["code"] == 400, resp
+    assert (
+        "not a network name" in resp["status"]["message"]
+        or "not a namespace" in resp["status"]["message"]
+        or ("not of the form" in resp["status"]["message"])
+    )
+    assert api.paths == before, "the webhook asked the API about an invalid name"
+
+
+def test_the_resolver_escapes_names_in_the_url(api: FakeApi, tls_dir: Path) -> None:
+    from vhostplug.kubevirt.webhook import LightkubeResolver
+
+    resolver = LightkubeResolver.from_kubeconfig(api.kubeconfig(tls_dir / "resolver.kubeconfig"), ttl=0)
+    attack = "x/../../../../../../../api/v1/namespaces/kube-system/secrets/admin-token"
+
+    async def ask() -> list[str | None]:
+        try:
+            return [await resolver.resource_of("default", attack), await resolver.resource_of("default", "vh#frag")]
+        finally:
+            await resolver.client.close()
+
+    start = len(api.paths)
+    assert asyncio.run(ask()) == [None, None]
+    seen = api.paths[start:]
+    assert len(seen) == 2, seen
+    assert all(
+        p.startswith("/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/") for p in seen
+    )
+    assert seen[0].endswith(
+        "/x%2F..%2F..%2F..%2F..%2F..%2F..%2F..%2Fapi%2Fv1%2Fnamespaces%2Fkube-system%2Fsecrets%2Fadmin-token"
+    )
+    assert seen[1].endswith("/vh%23frag")
+    assert not any("/secrets/" in p for p in seen)
+
+
+def test_networks_per_pod_are_bounded(webhook: Webhook, api: FakeApi) -> None:
+    before = len(api.paths)
+    resp = webhook.review(net_pod(", ".join(f"n{i}" for i in range(2000))), uid="many")
+    assert resp["allowed"] is False and resp["status"]["code"] == 400 and "at most 64" in resp["status"]["message"]
+    resp = webhook.review(net_pod(json.dumps([{"name": f"n{i}"} for i in range(65)])), uid="many-json")
+    assert resp["allowed"] is False and "at most 64" in resp["status"]["message"]
+    assert len(api.paths) == before
+    # 64 mentions of one network: one lookup, 64 devices
+    api.nads[("default", "uniq-net")] = {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"}
+    pod = net_pod(", ".join(["uniq-net"] * 64))
+    out = patched(webhook.review(pod, uid="dup"), pod)
+    assert out["spec"]["containers"][0]["resources"]["requests"] == {"vhostplug.io/vhostuser": "64"}
+    assert api.hits[("default", "uniq-net")] == 1
+
+
+def _tls_client(version: ssl.TLSVersion, ciphers: str | None = None) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if ciphers is not None or version < ssl.TLSVersion.TLSv1_2:
+        ctx.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")
+    ctx.minimum_version = ctx.maximum_version = version
+    return ctx
+
+
+def _handshake(port: int, ctx: ssl.SSLContext) -> str | None:
+    """The negotiated cipher, or None when the server refused."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        try:
+            with ctx.wrap_socket(raw) as tls:
+                cipher = tls.cipher()
+                return cipher[0] if cipher else None
+        except (ssl.SSLError, ConnectionResetError):
+            return None
+
+
+def test_tls_versions_and_suites(webhook: Webhook) -> None:
+    assert _handshake(webhook.port, _tls_client(ssl.TLSVersion.TLSv1_3)) is not None
+    assert _handshake(webhook.port, _tls_client(ssl.TLSVersion.TLSv1_2)) in {
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+    }
+    cbc = "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384"
+    assert _handshake(webhook.port, _tls_client(ssl.TLSVersion.TLSv1_2, cbc)) is None
+    for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        assert _handshake(webhook.port, _tls_client(old)) is None
+    assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-tls")["allowed"]
+
+
+def test_unfinished_headers_are_cut_off(webhook: Webhook) -> None:
+    ctx = _tls_client(ssl.TLSVersion.TLSv1_3)
+    conns = []
+    for _ in range(40):
+        tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", webhook.port), timeout=5))
+        tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n")
+        conns.append(tls)
+    # a connection that sent its head but only part of its body is cut off too
+    slow_body = ctx.wrap_socket(socket.create_connection(("127.0.0.1", webhook.port), timeout=5))
+    slow_body.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
+    deadline = time.monotonic() + HEADER_TIMEOUT + 8
+    try:
+        for tls in conns:
+            tls.settimeout(max(0.1, deadline - time.monotonic()))
+            with contextlib.suppress(ConnectionResetError, ssl.SSLError):
+                assert tls.recv(1) == b""
+        slow_body.settimeout(max(0.1, deadline - time.monotonic()))
+        head = slow_body.recv(4096)
+        assert head.startswith(b"HTTP/1.1 408"), head
+    finally:
+        for tls in [*conns, slow_body]:
+            tls.close()
+    assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-slow")["allowed"]
+
+
+def test_oversize_bodies_are_refused_before_they_are_read(webhook: Webhook) -> None:
+    ctx = webhook.context()
+    with (
+        socket.create_connection(("127.0.0.1", webhook.port), timeout=10) as raw,
+        ctx.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        # announce 200 MB and send none of it: the answer comes at once
+        tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 209715200\r\n\r\n")
+        head = tls.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413"), head
+    # chunked (no length): read up to the limit only
+    import http.client
+
+    conn = http.client.HTTPSConnection("127.0.0.1", webhook.port, context=ctx, timeout=30)
+    try:
+        conn.request("POST", "/mutate", body=iter([b"x" * 1024 * 1024] * 9), encode_chunked=True)
+        resp = conn.getresponse()
+        assert resp.status == 413 and "bytes a review may have" in json.loads(resp.read())["error"]
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server answered and closed while we were still sending: also a refusal
+    finally:
+        conn.close()
+    assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-413")["allowed"]
