@@ -54,7 +54,7 @@ def is_within(path: Path, root: Path) -> bool:
     return True
 
 
-def _open_dir_nofollow(path: Path) -> int:
+def open_dir_nofollow(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
@@ -80,7 +80,7 @@ def ensure_dir(path: Path, own: Ownership | None = None) -> bool:
     if not stat.S_ISDIR(st.st_mode):
         raise UnsafePathError(f"{path} exists and is not a folder")
     if own is not None:
-        fd = _open_dir_nofollow(path)
+        fd = open_dir_nofollow(path)
         try:
             os.fchown(fd, own.uid, own.gid)
             os.fchmod(fd, own.dir_mode)
@@ -91,7 +91,7 @@ def ensure_dir(path: Path, own: Ownership | None = None) -> bool:
 
 def empty_dir(path: Path) -> list[str]:
     """Remove everything inside the real folder ``path`` without following any symlink; return what went."""
-    fd = _open_dir_nofollow(path)
+    fd = open_dir_nofollow(path)
     try:
         return _empty_fd(fd)
     finally:
@@ -133,7 +133,7 @@ def unlink_in(folder: Path, name: str) -> bool:
     """Unlink ``folder/name`` (never following a symlink at ``folder``); False when it was not there."""
     check_component(name)
     try:
-        fd = _open_dir_nofollow(folder)
+        fd = open_dir_nofollow(folder)
     except FileNotFoundError:
         return False
     try:
@@ -150,7 +150,7 @@ def unlink_in(folder: Path, name: str) -> bool:
 def write_file_in(folder: Path, name: str, data: bytes, mode: int = 0o644, own: Ownership | None = None) -> Path:
     """Atomically write ``folder/name``: a temp file made with O_EXCL|O_NOFOLLOW, then renamed over the name."""
     check_component(name)
-    fd_dir = _open_dir_nofollow(folder)
+    fd_dir = open_dir_nofollow(folder)
     tmp = f".{name}.{os.getpid()}.tmp"
     try:
         with contextlib.suppress(FileNotFoundError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,17 @@ class Mode(enum.StrEnum):
 def attachment_key(container_id: str, ifname: str) -> str:
     """The key that names one attachment everywhere (OVSDB external_ids, GC keep lists)."""
     return f"{container_id}/{ifname}"
+
+
+def port_name_for(container_id: str, ifname: str) -> str:
+    """A stable 14-character OVS port name (``vhu`` + 11 hex), as Neutron names vhost-user ports."""
+    return "vhu" + hashlib.sha256(attachment_key(container_id, ifname).encode()).hexdigest()[:11]
+
+
+def mac_for(container_id: str, ifname: str) -> str:
+    """A stable, locally administered unicast MAC."""
+    digest = hashlib.sha256(("mac/" + attachment_key(container_id, ifname)).encode()).digest()
+    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 
 
 @dataclass(frozen=True)

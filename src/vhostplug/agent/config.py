@@ -61,6 +61,8 @@ class AgentConfig(_Strict):
     device_plugin: dict[str, Any] | None = Field(None, alias="devicePlugin")
     metrics_port: int | None = Field(None, alias="metricsPort", ge=1, le=65535)
     relocate_seconds: float = Field(1.0, alias="relocateSeconds", gt=0, le=60)
+    #: the agent's own records of what each ADD made (read by DEL and GC); root-only
+    state_dir: Path = Field(Path("/var/lib/vhostplug/attachments"), alias="stateDir")
 
 
 def _describe(exc: ValidationError) -> str:

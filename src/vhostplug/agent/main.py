@@ -54,7 +54,9 @@ class Agent:
         self.dataplane: Dataplane = registry.create(
             config.dataplane.backend, config.dataplane.ovsdb, config.dataplane.ovs_rundir
         )
-        self.handler = CniHandler(self.dataplane, HandlerOptions(ownership=config.ownership.to_ownership()))
+        self.handler = CniHandler(
+            self.dataplane, HandlerOptions(ownership=config.ownership.to_ownership(), state_dir=config.state_dir)
+        )
         self.metrics = Metrics()
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self.device_plugins: Any = None

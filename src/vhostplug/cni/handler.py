@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -22,24 +21,36 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug import deviceinfo, fsutil
-from vhostplug.cni import ipam, netconf
+from vhostplug.cni import ipam, netconf, records
 from vhostplug.cni.netconf import NetConf
+from vhostplug.cni.records import FolderPrior, Record, RecordStore
 from vhostplug.cni.spec import (
     DATAPLANE_FAILURE,
     INVALID_CONFIG,
     IO_FAILURE,
+    LATEST,
     STATUS_UNAVAILABLE,
     TRY_AGAIN_LATER,
     UNSAFE_PATH,
     CniEnv,
     CniError,
+    check_container_id,
+    check_ifname,
     convert_ips,
     interface_entry,
     negotiate,
 )
 from vhostplug.kuryr import cni as kuryr_cni
 from vhostplug.kuryr.binding import KuryrBinding, KuryrInputError
-from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, VhostUserPort, attachment_key
+from vhostplug.model import (
+    MAX_SOCKET_PATH,
+    Attachment,
+    Mode,
+    VhostUserPort,
+    attachment_key,
+    mac_for,
+    port_name_for,
+)
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -68,17 +79,8 @@ class HandlerOptions:
     ownership: fsutil.Ownership = field(default_factory=fsutil.Ownership)
     client_socket_wait: float = 3.0
     attach_timeout: float = 5.0
-
-
-def port_name_for(container_id: str, ifname: str) -> str:
-    """A stable 14-character OVS port name (``vhu`` + 11 hex), as Neutron names vhost-user ports."""
-    return "vhu" + hashlib.sha256(attachment_key(container_id, ifname).encode()).hexdigest()[:11]
-
-
-def mac_for(container_id: str, ifname: str) -> str:
-    """A stable, locally administered unicast MAC."""
-    digest = hashlib.sha256(("mac/" + attachment_key(container_id, ifname)).encode()).digest()
-    return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+    #: where the agent keeps its record of what each ADD made (see vhostplug.cni.records)
+    state_dir: Path = field(default_factory=lambda: records.DEFAULT_ROOT)
 
 
 def _check_socket_path(path: str, side: str) -> None:
@@ -95,28 +97,39 @@ class CniHandler:
     def __init__(self, dataplane: Dataplane, options: HandlerOptions | None = None) -> None:
         self.dataplane = dataplane
         self.options = options or HandlerOptions()
+        self.records = RecordStore(self.options.state_dir)
         self._lock = threading.Lock()
 
     # -- entry -------------------------------------------------------------------------------------------------
     def handle(self, env: dict[str, str], config: str) -> tuple[int, str]:
-        """Run one CNI call; return (exit code, stdout) with the spec's error JSON on failure."""
-        version = "1.1.0"
+        """Run one CNI call; return (exit code, stdout) with the spec's error JSON on failure.
+
+        ADD, CHECK and STATUS validate the network configuration strictly. DEL and GC do not: they work from what
+        ADD stored (see :mod:`vhostplug.cni.records`), so a config edited or broken since ADD never strands a pod.
+        """
+        raw_conf = _json_object(config)
+        version = LATEST
+        if raw_conf is not None and isinstance(raw_conf.get("cniVersion"), str):
+            version = raw_conf["cniVersion"]
         try:
-            with contextlib.suppress(ValueError, AttributeError):
-                raw_version = json.loads(config).get("cniVersion")
-                if isinstance(raw_version, str):
-                    version = raw_version
-            cni_env = CniEnv.from_env(env)
-            conf, raw = netconf.parse(config)
-            version = negotiate(conf.cni_version, conf.cni_versions)
-            verb: Callable[[CniEnv, NetConf, dict[str, Any], str], dict[str, Any] | None] = {
-                "ADD": self.add,
-                "DEL": self.delete,
-                "CHECK": self.check,
-                "STATUS": self.status,
-                "GC": self.gc,
-            }[cni_env.command]
-            result = verb(cni_env, conf, raw, version)
+            command = env.get("CNI_COMMAND", "")
+            result: dict[str, Any] | None
+            if command == "DEL":
+                self.delete(_forgiving_env(env), raw_conf)
+                result = None
+            elif command == "GC":
+                self.gc(_forgiving_env(env), raw_conf)
+                result = None
+            else:
+                cni_env = CniEnv.from_env(env)
+                conf, raw = netconf.parse(config)
+                version = negotiate(conf.cni_version, conf.cni_versions)
+                verb: Callable[[CniEnv, NetConf, dict[str, Any], str], dict[str, Any] | None] = {
+                    "ADD": self.add,
+                    "CHECK": self.check,
+                    "STATUS": self.status,
+                }[cni_env.command]
+                result = verb(cni_env, conf, raw, version)
         except CniError as err:
             return 1, json.dumps(err.to_json(version))
         except DataplaneUnavailable as exc:
@@ -230,11 +243,30 @@ class CniHandler:
         try:
             if not root.exists():
                 root.mkdir(parents=True, mode=0o755)
+            prior = _folder_prior(plan.folder)
             made = fsutil.ensure_dir(plan.folder, own)
         except fsutil.UnsafePathError as exc:
             raise CniError(UNSAFE_PATH, f"refusing the socket folder: {exc}") from None
         if made:
             undo.append(lambda: fsutil.remove_dir(plan.folder))
+        elif prior is not None:
+            undo.append(lambda: _restore_folder(plan.folder, prior))
+        record = Record(
+            container_id=att.container_id,
+            ifname=att.ifname,
+            network=conf.name,
+            port_name=att.port_name,
+            folder=str(plan.folder),
+            folder_made=made,
+            socket_name=att.socket_name,
+            config_file=plan.config_file_name,
+            folder_prior=None if made else prior,
+            devinfo_file=plan.device_info_file,
+            ipam_conf=_ipam_conf(raw) if conf.ipam else None,
+            cni_path=env.path,
+        )
+        self.records.save(record)
+        undo.append(lambda: self.records.remove(att.container_id, att.ifname))
         # a socket left by an earlier user of this folder would make the app's bind fail
         self._unlink_socket(plan.folder, att.socket_name)
         ipam_result: dict[str, Any] = {}
@@ -339,44 +371,86 @@ class CniHandler:
         return False
 
     # -- DEL ---------------------------------------------------------------------------------------------------
-    def delete(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
-        try:
-            plan: Plan | None = self.plan(env, conf, raw)
-        except CniError:
-            plan = None  # a config that cannot be planned made nothing we could find by it; the port may exist
-        port_name = plan.attachment.port_name if plan else port_name_for(env.container_id, env.ifname)
+    def delete(self, env: CniEnv, raw: dict[str, Any] | None) -> None:
+        """Remove what ADD made for (CNI_CONTAINERID, CNI_IFNAME), found from the agent's record or the port's
+        external_ids, never from the network config (which may have changed or broken since ADD)."""
+        check_container_id(env.container_id)
+        check_ifname(env.ifname)
         with self._lock:
-            port = self.dataplane.get_port(port_name)
-            if port is not None and port.attachment_key not in (None, attachment_key(env.container_id, env.ifname)):
-                port = None  # not this attachment's: leave it alone
-            if port is not None:
-                self.dataplane.detach(port_name)
-            self._remove_files(port, plan)
-        if conf.ipam:
-            ipam.delegate("DEL", raw, self._ipam_env(env, env.container_id, env.ifname), env.path)
+            record = self._forget(env.container_id, env.ifname, self._port_candidates(env, raw))
+        self._release_ipam(env, record, raw)
         return None
 
-    def _remove_files(self, port: VhostUserPort | None, plan: Plan | None) -> None:
-        ids = port.external_ids if port is not None else {}
-        folder = Path(ids[ID_FOLDER]) if ID_FOLDER in ids else (plan.folder if plan else None)
-        if folder is None:
-            return
-        socket_name = Path(ids.get("vhostplug-socket", "")).name or (plan.attachment.socket_name if plan else "")
-        config_name = ids.get(ID_CONFIG_FILE) or (plan.config_file_name if plan else "")
-        devinfo = ids.get(ID_DEVINFO) or (plan.device_info_file if plan else None)
-        owned = ids.get(ID_FOLDER_OWNED) == "true" or (plan is not None and not plan.folder_is_device)
+    def _port_candidates(self, env: CniEnv, raw: dict[str, Any] | None) -> list[str]:
+        names = [port_name_for(env.container_id, env.ifname)]
+        if raw is not None:  # a kuryr port is named by Neutron: its name is in the input, if the input still parses
+            with contextlib.suppress(Exception):
+                binding = kuryr_cni.from_cni(raw, env.args, env.ifname)
+                if binding is not None:
+                    names.append(binding.port_name)
+        return names
+
+    def _forget(self, cid: str, ifname: str, port_names: list[str]) -> Record | None:
+        """Detach the attachment's port and remove what its record lists; return the record (None: none found).
+
+        Caller holds the lock. Raises CniError(UNSAFE_PATH) naming a stored path that is no longer safe to touch
+        (then that path and the record are left as they are, for a later DEL).
+        """
+        key = attachment_key(cid, ifname)
+        record = self.records.load(cid, ifname)
+        names = [record.port_name] if record is not None else port_names
+        port: VhostUserPort | None = None
+        for name in names:
+            found = self.dataplane.get_port(name)
+            if found is not None and found.attachment_key == key:
+                port = found
+                break
+        if record is None and port is not None:
+            record = _record_from_port(port)
+        if port is not None:
+            self.dataplane.detach(port.name)
+        if record is not None:
+            self._remove_made(record)
+            self.records.remove(cid, ifname)
+        return record
+
+    def _remove_made(self, record: Record) -> None:
+        folder = Path(record.folder)
         try:
-            if socket_name:
-                self._unlink_socket(folder, socket_name)
-            if config_name:
-                fsutil.unlink_in(folder, config_name)
-            if devinfo:
-                p = Path(devinfo)
+            if record.socket_name:
+                self._unlink_socket(folder, record.socket_name)
+            if record.config_file:
+                fsutil.unlink_in(folder, record.config_file)
+            if record.devinfo_file:
+                p = Path(record.devinfo_file)
                 fsutil.unlink_in(p.parent, p.name)
-            if owned:
-                fsutil.remove_dir(folder)
+            if record.folder_made:
+                _rmdir_if_empty(folder)
+            elif record.folder_prior is not None:
+                _restore_folder(folder, record.folder_prior)
         except fsutil.UnsafePathError as exc:
-            LOG.warning("not touching %s: %s", folder, exc)
+            raise CniError(
+                UNSAFE_PATH,
+                f"not removing what {record.key} left: {exc}",
+                "the path is left as it is; remove it by hand, then DEL succeeds",
+            ) from None
+
+    def _release_ipam(self, env: CniEnv, record: Record | None, raw: dict[str, Any] | None) -> None:
+        """Best effort: free the address with what ADD stored (else with the config at hand, if it names IPAM)."""
+        conf = record.ipam_conf if record is not None else None
+        if conf is None and raw is not None and isinstance(raw.get("ipam"), dict) and record is None:
+            conf = _ipam_conf(raw)
+        if not conf:
+            return
+        cni_path = env.path or (record.cni_path if record is not None else ())
+        cid = record.container_id if record is not None else env.container_id
+        ifname = record.ifname if record is not None else env.ifname
+        try:
+            ipam.delegate("DEL", conf, self._ipam_env(env, cid, ifname), cni_path)
+        except CniError as exc:
+            LOG.warning(
+                "IPAM release of %s failed (left to the IPAM plugin's own GC): %s", attachment_key(cid, ifname), exc
+            )
 
     # -- CHECK -------------------------------------------------------------------------------------------------
     def check(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
@@ -427,29 +501,124 @@ class CniHandler:
         return None
 
     # -- GC ----------------------------------------------------------------------------------------------------
-    def gc(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
-        keep = {attachment_key(a.get("containerID", ""), a.get("ifname", "")) for a in conf.keep_list}
+    def gc(self, env: CniEnv, raw: dict[str, Any] | None) -> None:
+        """Remove every attachment of this network that is not in the keep list, from ports and records alike."""
+        name = raw.get("name") if raw is not None else None
+        if not isinstance(name, str) or not name:
+            raise CniError(INVALID_CONFIG, "GC needs the network's name in the configuration")
+        keep = _keep_list(raw or {})
+        unsafe: list[str] = []
         with self._lock:
-            stale = [
-                p
-                for p in self.dataplane.list_ports()
-                if p.external_ids.get(ID_NETWORK) == conf.name and p.attachment_key not in keep
-            ]
-            for port in stale:
-                self.dataplane.detach(port.name)
-                self._remove_files(port, None)
-        errors = []
-        if conf.ipam:
-            for port in stale:
-                cid = port.external_ids.get("vhostplug-container-id", "")
-                ifname = port.external_ids.get("vhostplug-ifname", "")
+            stale: dict[str, tuple[str, str, list[str]]] = {}
+            for port in self.dataplane.list_ports():
+                ids = port.external_ids
+                if ids.get(ID_NETWORK) == name and port.attachment_key not in keep:
+                    cid, ifname = ids.get("vhostplug-container-id", ""), ids.get("vhostplug-ifname", "")
+                    stale[attachment_key(cid, ifname)] = (cid, ifname, [port.name])
+            for rec in self.records.all():
+                if rec.network == name and rec.key not in keep:
+                    stale.setdefault(rec.key, (rec.container_id, rec.ifname, [rec.port_name]))
+            released: list[tuple[str, str, Record | None]] = []
+            for cid, ifname, names in stale.values():
                 try:
-                    ipam.delegate("DEL", raw, self._ipam_env(env, cid, ifname), env.path)
+                    released.append((cid, ifname, self._forget(cid, ifname, names)))
                 except CniError as exc:
-                    errors.append(str(exc))
-        if errors:
-            raise CniError(IO_FAILURE, "GC removed the stale ports but IPAM DEL failed", "; ".join(errors))
+                    unsafe.append(exc.msg)
+        for cid, ifname, record in released:
+            self._release_ipam(replace(env, container_id=cid, ifname=ifname), record, raw)
+        if unsafe:
+            raise CniError(UNSAFE_PATH, "GC left paths that are no longer safe to touch", "; ".join(unsafe))
         return None
+
+
+def _json_object(config: str) -> dict[str, Any] | None:
+    try:
+        data = json.loads(config)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _forgiving_env(env: dict[str, str]) -> CniEnv:
+    """The environment of a DEL/GC: a malformed CNI_ARGS entry is dropped, CNI_NETNS may be empty."""
+    args: dict[str, str] = {}
+    for part in env.get("CNI_ARGS", "").split(";"):
+        key, sep, value = part.partition("=")
+        if sep and key:
+            args[key] = value
+    return CniEnv(
+        command=env.get("CNI_COMMAND", ""),
+        container_id=env.get("CNI_CONTAINERID", ""),
+        ifname=env.get("CNI_IFNAME", ""),
+        netns=env.get("CNI_NETNS", ""),
+        path=tuple(p for p in env.get("CNI_PATH", "").split(":") if p),
+        args=args,
+    )
+
+
+def _keep_list(raw: dict[str, Any]) -> set[str]:
+    keep: set[str] = set()
+    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
+        entries = raw.get(key)
+        if isinstance(entries, list):
+            for a in entries:
+                if isinstance(a, dict):
+                    keep.add(attachment_key(str(a.get("containerID", "")), str(a.get("ifname", ""))))
+    return keep
+
+
+def _ipam_conf(raw: dict[str, Any]) -> dict[str, Any]:
+    """What an IPAM plugin needs on stdin for DEL, as ADD saw it (stored in the attachment's record)."""
+    out: dict[str, Any] = {"cniVersion": raw.get("cniVersion"), "name": raw.get("name"), "ipam": raw.get("ipam")}
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _record_from_port(port: VhostUserPort) -> Record:
+    """A record rebuilt from a port's external_ids (ports made before the agent kept records, or a lost record)."""
+    ids = port.external_ids
+    return Record(
+        container_id=ids.get("vhostplug-container-id", ""),
+        ifname=ids.get("vhostplug-ifname", ""),
+        network=ids.get(ID_NETWORK, ""),
+        port_name=port.name,
+        folder=ids.get(ID_FOLDER, ""),
+        folder_made=ids.get(ID_FOLDER_OWNED) == "true",
+        socket_name=Path(ids.get("vhostplug-socket", "")).name,
+        config_file=ids.get(ID_CONFIG_FILE, ""),
+        devinfo_file=ids.get(ID_DEVINFO),
+    )
+
+
+def _folder_prior(folder: Path) -> FolderPrior | None:
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return None
+    return FolderPrior(st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode))
+
+
+def _restore_folder(folder: Path, prior: FolderPrior) -> None:
+    fd = fsutil.open_dir_nofollow(folder)
+    try:
+        os.fchown(fd, prior.uid, prior.gid)
+        os.fchmod(fd, prior.mode)
+    finally:
+        os.close(fd)
+
+
+def _rmdir_if_empty(folder: Path) -> None:
+    try:
+        st = os.lstat(folder)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        raise fsutil.UnsafePathError(f"{folder} is no longer a folder")
+    try:
+        os.rmdir(folder)
+    except OSError as exc:
+        if exc.errno != errno.ENOTEMPTY:
+            raise
+        LOG.warning("leaving %s: it holds entries the agent did not make", folder)
 
 
 def _with_extra(att: Attachment, extra: dict[str, str]) -> Attachment:

@@ -353,8 +353,8 @@ class Demo:
             time.sleep(0.5)
 
     def ovs_ports(self, atts: list[Attachment]) -> list[dict[str, Any]]:
-        from vhostplug.cni.handler import port_name_for
         from vhostplug.dataplane import ovsdb_rpc
+        from vhostplug.model import port_name_for
 
         out = []
         for att in atts:
@@ -646,7 +646,7 @@ def _phase(name: str, seconds: float) -> Any:
 
 
 def _attachment_row(att: Attachment) -> dict[str, Any]:
-    from vhostplug.cni.handler import port_name_for
+    from vhostplug.model import port_name_for
 
     iface: dict[str, Any] = next((i for i in att.result.get("interfaces", []) if i.get("sandbox")), {})
     devinfo = Path(att.netconf["runtimeConfig"]["CNIDeviceInfoFile"])

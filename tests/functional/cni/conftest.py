@@ -53,6 +53,7 @@ class AgentProc:
             "socketRoot": str(self.socket_root),
             "dataplane": {"backend": "ovs", "ovsdb": self.ovsdb, "ovsRundir": str(self.ovs.run_dir)},
             "relocateSeconds": 0.2,
+            "stateDir": str(self.root / "state"),
             **self.extra,
         }
         self.config.write_text(json.dumps(cfg))

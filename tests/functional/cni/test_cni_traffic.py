@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 from tests.functional.cni.conftest import AgentProc
-from vhostplug.cni.handler import port_name_for
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.testpmd import Testpmd
+from vhostplug.model import port_name_for
 
 
 def _wait(cond: object, timeout: float, what: str) -> None:

@@ -8,8 +8,8 @@ import signal
 import stat
 
 from tests.functional.cni.conftest import AgentProc, make_agent
-from vhostplug.cni.handler import port_name_for
 from vhostplug.lab.ovs import PrivateOvs
+from vhostplug.model import port_name_for
 
 
 def test_version_is_answered_by_the_shim_alone(agent: AgentProc) -> None:
