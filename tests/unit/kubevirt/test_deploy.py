@@ -47,5 +47,5 @@ def test_webhook_manifest_matches_the_server() -> None:
     assert hook["rules"][0]["resources"] == ["pods"]
     rules = docs["ClusterRole"]["rules"]
     assert any("network-attachment-definitions" in r["resources"] and "get" in r["verbs"] for r in rules)
-    args = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["args"]
-    assert args[0] == "webhook" and "--cert" in args and "--key" in args
+    command = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["vhostplug", "webhook"] and "--cert" in command and "--key" in command

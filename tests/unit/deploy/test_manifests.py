@@ -1,0 +1,234 @@
+"""Every object under deploy/ against the Kubernetes API schemas (kubernetes-validate, strict: unknown fields fail)
+for the Kubernetes versions we claim, the NetworkAttachmentDefinitions against the NAD CRD's schema (written here from
+the network plumbing working group's spec) and our own netconf model, the agent's ConfigMap through the agent's own
+configuration model, least-privilege RBAC, a scoped webhook, and one image name and tag everywhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import referencing
+import yaml
+from kubernetes_validate.utils import SchemaNotFoundError, latest_version
+
+from tests.conftest import REPO
+
+DEPLOY = REPO / "deploy"
+#: The Kubernetes versions docs/deploy.md claims: the oldest supported and the newest kubernetes-validate knows.
+OLDEST = "1.30"
+VERSIONS = [OLDEST, ".".join(latest_version().split(".")[:2])]
+#: Kinds of other projects' APIs whose schemas kubernetes-validate does not ship and we do not vendor: they are
+#: checked for what vhostplug relies on by tests/unit/kubevirt/test_deploy.py and below, not against a schema.
+NOT_SCHEMA_CHECKED = {("kubevirt.io/v1", "KubeVirt"), ("kubevirt.io/v1", "VirtualMachineInstance")} | {
+    ("cert-manager.io/v1", "Issuer"),
+    ("cert-manager.io/v1", "Certificate"),
+}
+NAD = ("k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition")
+#: The NAD CRD's openAPIV3Schema per the NPWG "Kubernetes Network Custom Resource Definition De-facto Standard"
+#: (v1): spec.config is a string holding a CNI configuration as JSON; metadata is a standard ObjectMeta.
+NAD_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "k8s.cni.cncf.io/v1"},
+        "kind": {"const": "NetworkAttachmentDefinition"},
+        "metadata": {
+            "$ref": "https://kubernetes.io/api/_definitions.json#/$defs/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {"config": {"type": "string"}},
+        },
+    },
+}
+IMAGE = "ghcr.io/vhostplug/vhostplug"
+
+
+def _objects() -> list[tuple[Path, dict[str, Any]]]:
+    out = []
+    for path in sorted(DEPLOY.rglob("*.yaml")):
+        out += [(path, doc) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return out
+
+
+OBJECTS = _objects()
+
+
+def _id(obj: tuple[Path, dict[str, Any]]) -> str:
+    path, doc = obj
+    return f"{path.relative_to(DEPLOY)}:{doc['kind']}/{doc['metadata']['name']}"
+
+
+def _by_kind(kind: str) -> list[dict[str, Any]]:
+    return [doc for _, doc in OBJECTS if doc["kind"] == kind]
+
+
+def _definitions(version: str) -> referencing.Resource[Any]:
+    schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    (folder,) = [d for d in schemas.iterdir() if d.name == f"v{version}.0-local-strict"]
+    return referencing.Resource.from_contents(json.loads((folder / "_definitions.json").read_text()))
+
+
+def test_deploy_has_the_objects_we_expect() -> None:
+    kinds = {doc["kind"] for _, doc in OBJECTS}
+    assert {
+        "DaemonSet",
+        "ConfigMap",
+        "Deployment",
+        "MutatingWebhookConfiguration",
+        "NetworkAttachmentDefinition",
+    } <= kinds
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("obj", OBJECTS, ids=_id)
+def test_object_passes_the_kubernetes_schema(obj: tuple[Path, dict[str, Any]], version: str) -> None:
+    _, doc = obj
+    key = (doc["apiVersion"], doc["kind"])
+    if key == NAD:
+        registry: referencing.Registry[Any] = _definitions(version) @ referencing.Registry()
+        jsonschema.Draft202012Validator(NAD_SCHEMA, registry=registry).validate(doc)
+        return
+    try:
+        validated = kubernetes_validate.validate(doc, version, strict=True)
+    except SchemaNotFoundError:
+        assert key in NOT_SCHEMA_CHECKED, f"{key} has no schema here: validate it or list it (and say so in docs)"
+        return
+    except kubernetes_validate.ValidationError as exc:
+        pytest.fail(f"{_id(obj)} fails Kubernetes {version}: {'.'.join(map(str, exc.path))}: {exc.message}")
+    assert key not in NOT_SCHEMA_CHECKED, f"{key} is schema-checked now: drop it from NOT_SCHEMA_CHECKED and the docs"
+    assert validated == version
+
+
+def test_the_schema_check_catches_a_typo() -> None:
+    (ds,) = _by_kind("DaemonSet")
+    broken = json.loads(json.dumps(ds))
+    broken["spec"]["template"]["spec"]["hostNetwrok"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, VERSIONS[-1], strict=True)
+    (nad, *_) = _by_kind("NetworkAttachmentDefinition")
+    bad_nad = dict(nad, spec={"config": {"not": "a string"}})
+    registry: referencing.Registry[Any] = _definitions(VERSIONS[-1]) @ referencing.Registry()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(NAD_SCHEMA, registry=registry).validate(bad_nad)
+
+
+@pytest.mark.parametrize("nad", _by_kind("NetworkAttachmentDefinition"), ids=lambda d: d["metadata"]["name"])
+def test_nad_config_is_a_vhostplug_netconf(nad: dict[str, Any]) -> None:
+    from vhostplug.cni import netconf
+
+    conf, raw = netconf.parse(nad["spec"]["config"])
+    assert raw["type"] == "vhostplug" and raw["name"] == nad["metadata"]["name"]
+    assert conf.cni_version in ("1.0.0", "1.1.0")
+    # Multus hands the allocated device over only when the NAD names the resource and the plugin declares it
+    assert nad["metadata"]["annotations"]["k8s.v1.cni.cncf.io/resourceName"].startswith("vhostplug.io/")
+    assert raw["capabilities"] == {"deviceID": True, "CNIDeviceInfoFile": True}
+
+
+def test_agent_configmap_loads_through_the_agents_config_model(tmp_path: Path) -> None:
+    from vhostplug.agent.config import load
+    from vhostplug.deviceplugin.config import load_config
+
+    (cm,) = _by_kind("ConfigMap")
+    path = tmp_path / "agent.yaml"
+    path.write_text(cm["data"]["agent.yaml"])
+    config = load(path)
+    assert config.device_plugin is not None
+    load_config(config.device_plugin)
+    # every host folder the agent uses is mounted into the agent container at the same path
+    (ds,) = _by_kind("DaemonSet")
+    (agent,) = ds["spec"]["template"]["spec"]["containers"]
+    mounts = {m["mountPath"] for m in agent["volumeMounts"]}
+    needed = {config.listen.parent, config.socket_root, config.device_plugin_dir, config.devinfo_dir}
+    needed.add(config.dataplane.ovs_rundir)
+    assert {str(p) for p in needed} <= mounts
+    assert config.dataplane.ovsdb.startswith("unix:") and str(Path(config.dataplane.ovsdb[5:]).parent) in mounts
+    assert agent["command"][-2:] == ["--config", f"/etc/vhostplug/{next(iter(cm['data']))}"]
+
+
+def test_the_agent_gets_no_kubernetes_api_access() -> None:
+    (ds,) = _by_kind("DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    bound = {s["name"] for b in _by_kind("ClusterRoleBinding") + _by_kind("RoleBinding") for s in b["subjects"]}
+    assert pod.get("serviceAccountName", "default") not in bound
+
+
+def test_the_webhook_may_only_read_network_attachment_definitions() -> None:
+    (role,) = _by_kind("ClusterRole")
+    assert role["rules"] == [
+        {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get"]}
+    ]
+    assert not _by_kind("Role")
+    (binding,) = _by_kind("ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+    (dep,) = _by_kind("Deployment")
+    sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": dep["metadata"]["namespace"]}]
+
+
+def test_the_webhook_is_scoped() -> None:
+    (config,) = _by_kind("MutatingWebhookConfiguration")
+    (hook,) = config["webhooks"]
+    assert hook["failurePolicy"] in ("Fail", "Ignore") and 1 <= hook["timeoutSeconds"] <= 10
+    assert hook["sideEffects"] == "None"
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "operations": ["CREATE"],
+            "resources": ["pods"],
+            "scope": "Namespaced",
+        }
+    ]
+    # kube-system and our own namespaces are never sent to the webhook, by name (labels can be removed)
+    by_name = [e for e in hook["namespaceSelector"]["matchExpressions"] if e["key"] == "kubernetes.io/metadata.name"]
+    assert by_name and by_name[0]["operator"] == "NotIn"
+    ours = {ns["metadata"]["name"] for ns in _by_kind("Namespace")}
+    assert {"kube-system"} | ours <= set(by_name[0]["values"])
+    # a pod can opt out by label
+    assert hook["objectSelector"]["matchExpressions"] == [
+        {"key": "vhostplug.io/webhook", "operator": "NotIn", "values": ["disabled"]}
+    ]
+
+
+def test_the_webhook_certificate_has_a_source() -> None:
+    (config,) = _by_kind("MutatingWebhookConfiguration")
+    (cert,) = _by_kind("Certificate")
+    (svc,) = _by_kind("Service")
+    ns = cert["metadata"]["namespace"]
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == f"{ns}/{cert['metadata']['name']}"
+    assert f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc" in cert["spec"]["dnsNames"]
+    (dep,) = _by_kind("Deployment")
+    secrets = [v["secret"]["secretName"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert secrets == [cert["spec"]["secretName"]]
+    assert "generate" in (REPO / "docs" / "deploy.md").read_text().lower()  # the documented step without cert-manager
+
+
+def _images(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [v for k, v in node.items() if k in ("image", "sidecarImage") and isinstance(v, str)]
+        return found + [i for v in node.values() for i in _images(v)]
+    if isinstance(node, list):
+        return [i for v in node for i in _images(v)]
+    return []
+
+
+def test_every_image_is_the_one_make_image_builds() -> None:
+    import tomllib
+
+    version = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+    ours = [i for _, doc in OBJECTS for i in _images(doc) if "vhostplug" in i]
+    assert len(ours) >= 4  # init container, agent, webhook, KubeVirt binding sidecar
+    assert set(ours) == {f"{IMAGE}:{version}"}
+    build = REPO / "scripts" / "build-image.sh"
+    if build.exists():  # the image build names it the same way
+        assert f"NAME={IMAGE}\n" in build.read_text()
