@@ -146,11 +146,20 @@ def test_agent_configmap_loads_through_the_agents_config_model(tmp_path: Path) -
     # every host folder the agent uses is mounted into the agent container at the same path
     (ds,) = _by_kind("DaemonSet")
     (agent,) = ds["spec"]["template"]["spec"]["containers"]
-    mounts = {m["mountPath"] for m in agent["volumeMounts"]}
-    needed = {config.listen.parent, config.socket_root, config.device_plugin_dir, config.devinfo_dir}
-    needed.add(config.dataplane.ovs_rundir)
-    assert {str(p) for p in needed} <= mounts
-    assert config.dataplane.ovsdb.startswith("unix:") and str(Path(config.dataplane.ovsdb[5:]).parent) in mounts
+    mounts = {Path(m["mountPath"]) for m in agent["volumeMounts"]}
+    volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
+    host_mounts = {Path(m["mountPath"]) for m in agent["volumeMounts"] if "hostPath" in volumes[m["name"]]}
+    assert config.dataplane.ovsdb.startswith("unix:")
+    # every path the agent config names (new ones included: a field added to the model is checked here too) lives in
+    # a host folder mounted into the agent, so that it survives the agent's restarts and is shared with the node
+    paths = [v for v in config.model_dump().values() if isinstance(v, Path)]
+    paths += [v for v in config.dataplane.model_dump().values() if isinstance(v, Path)]
+    paths += [config.listen.parent, Path(config.dataplane.ovsdb[5:]).parent]
+    for path in paths:
+        if path == config.listen:
+            continue
+        assert any(path == m or m in path.parents for m in host_mounts), f"{path} is in no host mount of the agent"
+    assert mounts >= host_mounts
     assert agent["command"][-2:] == ["--config", f"/etc/vhostplug/{next(iter(cm['data']))}"]
 
 
