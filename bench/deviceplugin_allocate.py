@@ -20,15 +20,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
+from vhostplug.deviceplugin.config import load_config
+from vhostplug.deviceplugin.manager import DevicePluginManager
+from vhostplug.lab.kubelet import LabKubelet
+from vhostplug_testsupport.fakesys import standard
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the fake sysfs builder shared with the tests
-
-from tests.unit.deviceplugin.fakesys import standard  # noqa: E402
-from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb  # noqa: E402
-from vhostplug.deviceplugin.config import load_config  # noqa: E402
-from vhostplug.deviceplugin.manager import DevicePluginManager  # noqa: E402
-from vhostplug.lab.kubelet import LabKubelet  # noqa: E402
-
 VU = "vhostplug.io/vhostuser"
 VDPA = "vhostplug.io/vdpa"
 OUT = ROOT / "bench" / "results" / "deviceplugin_allocate.json"
@@ -96,7 +94,7 @@ def _run(work: Path, allocations: int, changes: int) -> int:
         kubelet.wait_for(VU, lambda d: len(d) == 64, timeout=10)
         kubelet.wait_for(VDPA, lambda d: len(d) == 3, timeout=10)
         stub = kubelet.stub(VU)
-        ids = manager.vhostuser.ids
+        ids = [d.id for d in manager.sources[VU].poll()]
         for i in range(20):  # warm up channel and caches
             stub.Allocate(pb.AllocateRequest(container_requests=[pb.ContainerAllocateRequest(devices_ids=[ids[i]])]))
         alloc_ms: list[float] = []

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vhostplug.model import Attachment, DataplaneHealth, VhostUserPort
+
+if TYPE_CHECKING:  # the device plugin's types; importing them here would pull grpc into every user of this module
+    from vhostplug.deviceplugin.api.deviceplugin_pb2 import ContainerAllocateResponse
+    from vhostplug.deviceplugin.server import DeviceState
 
 
 class DataplaneError(Exception):
@@ -57,3 +61,45 @@ class HealthProbe(Protocol):
     """Something the device plugin asks whether its devices are usable right now."""
 
     def __call__(self) -> tuple[bool, str]: ...
+
+
+class DeviceSource(Protocol):
+    """One kubelet resource: the pool of devices the device plugin serves under :attr:`resource_name`.
+
+    The pool contract, as the device plugin relies on it:
+
+    - :meth:`poll` lists every device now in the pool with its health; cheap (called every health interval and after
+      each rescan) and never raises (an unusable pool answers its devices unhealthy, or none).
+    - :meth:`check` raises ``deviceplugin.server.AllocateError`` (a gRPC status code and a short message) when
+      ``ids`` cannot be allocated, and changes nothing. Allocate calls it for every container of a request first.
+    - :meth:`allocate` prepares ``ids`` (already checked) and answers what the container gets: mounts, devices,
+      env vars, device-info files. It may still raise ``AllocateError`` for a race it could not check beforehand.
+    - :meth:`cleanup` removes what allocate left outside pods (device-info files) when the plugin stops.
+    """
+
+    @property
+    def resource_name(self) -> str: ...
+
+    def poll(self) -> Sequence[DeviceState]: ...
+
+    def check(self, ids: Sequence[str]) -> None: ...
+
+    def allocate(self, ids: Sequence[str]) -> ContainerAllocateResponse: ...
+
+    def cleanup(self) -> None: ...
+
+
+class DeviceKind(Protocol):
+    """A kind of device (vhost-user folders, vDPA, ...): its sources built from the config, and its discovery.
+
+    :meth:`rescan` looks for devices now and hands each to one of :attr:`sources` (a kind with fixed devices does
+    nothing); the device plugin calls it at start, every :attr:`rescan_seconds` (``None``: never) and on demand.
+    """
+
+    @property
+    def sources(self) -> Sequence[DeviceSource]: ...
+
+    @property
+    def rescan_seconds(self) -> float | None: ...
+
+    def rescan(self) -> None: ...

@@ -30,7 +30,8 @@ _RESOURCE_RE = re.compile(
     r"^(?=.{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
     r"(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 )
-_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+#: a PCI address as sysfs names it (``0000:65:00.2``): the one definition, also used by vDPA discovery
+PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 _HEX_ID_RE = re.compile(r"^[0-9a-f]{4}$")
 _ID_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
 
@@ -98,6 +99,9 @@ class VhostUserConfig(_Model):
             raise ValueError(f"{v!r} is not a user or group name")
         return v
 
+    def resource_names(self) -> list[str]:
+        return [self.resource_name]
+
     def ownership(self) -> fsutil.Ownership:
         return fsutil.Ownership(user=self.owner, group=self.group, dir_mode=self.mode)
 
@@ -111,6 +115,9 @@ class DataplaneConfig(_Model):
 
     enabled: bool = True
     resource_name: str = "vhostplug.io/dataplane"
+
+    def resource_names(self) -> list[str]:
+        return [self.resource_name] if self.enabled else []
 
     @field_validator("resource_name")
     @classmethod
@@ -143,7 +150,7 @@ class VdpaSelectors(_Model):
     @classmethod
     def _pci(cls, v: list[str]) -> list[str]:
         for item in v:
-            if not _PCI_RE.match(item):
+            if not PCI_RE.match(item):
                 raise ValueError(f"{item!r} is not a PCI address such as '0000:65:00.2'")
         return v
 
@@ -171,6 +178,9 @@ class VdpaConfig(_Model):
     rescan_seconds: float = Field(default=10.0, gt=0, le=3600)
     pools: list[VdpaPool] = []
 
+    def resource_names(self) -> list[str]:
+        return [p.resource_name for p in self.pools]
+
 
 class DevicePluginConfig(_Model):
     """Everything the device plugin reads; the agent embeds it under its own ``devicePlugin`` key."""
@@ -182,13 +192,17 @@ class DevicePluginConfig(_Model):
 
     @model_validator(mode="after")
     def _unique_resources(self) -> DevicePluginConfig:
-        names = [self.vhostuser.resource_name, *(p.resource_name for p in self.vdpa.pools)]
-        if self.dataplane.enabled:
-            names.append(self.dataplane.resource_name)
+        names = [n for key in type(self).model_fields for n in _resource_names(getattr(self, key))]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"resource names must be unique, repeated: {', '.join(dup)}")
         return self
+
+
+def _resource_names(section: object) -> list[str]:
+    """The resource names a device kind's section serves (each kind's model has ``resource_names()``)."""
+    names = getattr(section, "resource_names", None)
+    return list(names()) if callable(names) else []
 
 
 def _where(loc: tuple[int | str, ...]) -> str:

@@ -1,24 +1,25 @@
 """The device plugin as the agent embeds it: every resource server, the health and rescan loops, the socket watcher.
 
 Synchronous and thread based (grpc's threaded server): ``start()`` serves and registers every resource,
-``stop()`` removes our sockets and every dp device-info file we wrote.
+``stop()`` removes our sockets and every dp device-info file we wrote. The device kinds come from
+:data:`vhostplug.deviceplugin.kinds.KINDS`; nothing here names one.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from vhostplug import deviceinfo
 from vhostplug.deviceplugin.config import DevicePluginConfig
-from vhostplug.deviceplugin.dataplane import DataplaneDevice
+from vhostplug.deviceplugin.kinds import KINDS, NodeContext
 from vhostplug.deviceplugin.server import ResourceServer
-from vhostplug.deviceplugin.vdpa import VdpaPoolDevices, discover, matches
-from vhostplug.deviceplugin.vhostuser import HealthProbe, VhostUserDevices
+from vhostplug.deviceplugin.vhostuser import HealthProbe
+from vhostplug.protocols import DeviceKind, DeviceSource
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,6 @@ class _Loop:
 
     def start(self) -> None:
         self._thread.start()
-
-    def kick(self) -> None:
-        self._kick.set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -86,34 +84,31 @@ class DevicePluginManager:
         self.socket_root = Path(socket_root)
         self.device_plugin_dir = Path(device_plugin_dir)
         self.devinfo_dir = Path(devinfo_dir)
-        self.vhostuser = VhostUserDevices(
-            config.vhostuser, self.socket_root, self.devinfo_dir, container_root, health_probe
-        )
-        self.dataplane = DataplaneDevice(config.dataplane, self.socket_root) if config.dataplane.enabled else None
-        self.pools = [VdpaPoolDevices(p, self.devinfo_dir) for p in config.vdpa.pools]
-        self.servers: dict[str, ResourceServer] = {}
-        for backend in (self.vhostuser, self.dataplane, *self.pools):
-            if backend is not None:
-                name = backend.resource_name
-                self.servers[name] = ResourceServer(name, self.device_plugin_dir, socket_name(name), backend.allocate)
-        self._last_rescan = 0.0
+        node = NodeContext(config, self.socket_root, self.devinfo_dir, container_root, health_probe)
+        self.kinds: dict[str, DeviceKind] = {name: build(node) for name, build in KINDS.items()}
+        #: every source by resource name
+        self.sources: dict[str, DeviceSource] = {
+            s.resource_name: s for kind in self.kinds.values() for s in kind.sources
+        }
+        self.servers: dict[str, ResourceServer] = {
+            name: ResourceServer(name, self.device_plugin_dir, socket_name(name), source)
+            for name, source in self.sources.items()
+        }
         self._rescan_lock = threading.Lock()
         self._loops = [
             _Loop("dp-watch", watch_seconds, self._watch),
-            _Loop("dp-health", config.health_seconds, self._poll_health),
+            _Loop("dp-health", config.health_seconds, self.refresh),
         ]
-        if self.pools:
-            vdpa_every = min(config.health_seconds, config.vdpa.rescan_seconds)
-            self._loops.append(_Loop("dp-vdpa", vdpa_every, self._poll_vdpa))
+        for name, kind in self.kinds.items():
+            if kind.rescan_seconds is not None:
+                self._loops.append(_Loop(f"dp-{name}", kind.rescan_seconds, functools.partial(self._rescan, kind)))
         self._started = False
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
         self.socket_root.mkdir(parents=True, exist_ok=True)
         self.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-        self._poll_health()
-        if self.pools:
-            self.rescan()
+        self.rescan()
         for server in self.servers.values():
             server.start()
         for loop in self._loops:
@@ -126,9 +121,8 @@ class DevicePluginManager:
                 loop.stop()
         for server in self.servers.values():
             server.stop()
-        self.vhostuser.cleanup()
-        for pool in self.pools:
-            pool.cleanup()
+        for source in self.sources.values():
+            source.cleanup()
         self._started = False
 
     def __enter__(self) -> DevicePluginManager:
@@ -143,32 +137,20 @@ class DevicePluginManager:
         for server in self.servers.values():
             server.check()
 
-    def _poll_health(self) -> None:
-        self.servers[self.vhostuser.resource_name].set_devices(self.vhostuser.poll())
-        if self.dataplane is not None:
-            self.servers[self.dataplane.resource_name].set_devices(self.dataplane.poll())
+    def _push(self, sources: Iterable[DeviceSource]) -> None:
+        for source in sources:
+            self.servers[source.resource_name].set_devices(source.poll())
 
-    def _poll_vdpa(self) -> None:
-        if time.monotonic() - self._last_rescan >= self.config.vdpa.rescan_seconds:
-            self.rescan()
-        else:
-            for pool in self.pools:
-                self.servers[pool.resource_name].set_devices(pool.poll())
+    def _rescan(self, kind: DeviceKind) -> None:
+        with self._rescan_lock:
+            kind.rescan()
+            self._push(kind.sources)
 
     def rescan(self) -> None:
-        """Look at sysfs now, sort devices into pools (the first pool whose selectors match wins), push changes."""
-        with self._rescan_lock:
-            devices = discover(self.config.vdpa.sysfs_root, self.config.vdpa.dev_root)
-            taken: set[str] = set()
-            for pool in self.pools:
-                mine = [d for d in devices if d.name not in taken and matches(d, pool.pool.selectors)]
-                taken |= {d.name for d in mine}
-                pool.update(mine)
-                self.servers[pool.resource_name].set_devices(pool.poll())
-            self._last_rescan = time.monotonic()
+        """Let every kind look for its devices now (vDPA: sysfs) and push what changed, health included."""
+        for kind in self.kinds.values():
+            self._rescan(kind)
 
     def refresh(self) -> None:
-        """Poll health now, without a sysfs rescan (tests and benchmarks; the loops do it on their own)."""
-        self._poll_health()
-        for pool in self.pools:
-            self.servers[pool.resource_name].set_devices(pool.poll())
+        """Poll every source's health now, without a rescan (the health loop; tests and benchmarks)."""
+        self._push(self.sources.values())

@@ -1,9 +1,13 @@
 """One kubelet device plugin gRPC server per resource: serving, registration, ListAndWatch, preferred allocation.
 
 A :class:`ResourceServer` owns one unix socket (mode 0600) in the device-plugins folder and knows nothing about
-what its devices are: a backend gives it the device list (``set_devices``) and an ``allocate`` callable. The
-manager's watcher calls :meth:`ResourceServer.check` every second: when kubelet wiped our socket (a kubelet
-restart) the server serves again on a new socket and registers again.
+what its devices are: the manager gives it the device list (``set_devices``) and its device source (a
+``protocols.DeviceSource``) checks and allocates. The manager's watcher calls :meth:`ResourceServer.check` every
+second: when kubelet wiped our socket (a kubelet restart) the server serves again on a new socket and registers
+again; while kubelet cannot be reached, Register is retried with a growing pause and logged once per state.
+
+ListAndWatch streams hold a worker thread each: at most :data:`MAX_STREAMS` are served at once (more are refused
+with RESOURCE_EXHAUSTED), so unary calls (Allocate, GetDevicePluginOptions) always find a free worker.
 """
 
 from __future__ import annotations
@@ -13,15 +17,20 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Iterator, Sequence
 from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.api import deviceplugin_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:
+    from vhostplug.protocols import DeviceSource
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +38,21 @@ API_VERSION = "v1beta1"
 KUBELET_SOCKET = "kubelet.sock"
 HEALTHY = "Healthy"
 UNHEALTHY = "Unhealthy"
+#: ListAndWatch streams served at once (kubelet keeps one; a restarting kubelet briefly two)
+MAX_STREAMS = 4
+#: gRPC worker threads: the streams plus this many for unary calls
+UNARY_WORKERS = 4
+#: Register retries after a failure: first pause, doubled each time up to the last
+REGISTER_BACKOFF = (1.0, 30.0)
+#: device IDs named in one error message at most
+SHOWN_IDS = 5
+
+
+def describe_ids(ids: Sequence[str]) -> str:
+    """A bounded rendering of device IDs for messages and logs: the first few (each cut short), then a count."""
+    shown = [i if len(i) <= 40 else i[:37] + "..." for i in ids[:SHOWN_IDS]]
+    more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+    return f"{shown}{more}"
 
 
 class AllocateError(Exception):
@@ -52,9 +76,6 @@ class DeviceState:
         if self.numa is not None:
             dev.topology.nodes.add(ID=self.numa)
         return dev
-
-
-AllocateFn = Callable[[Sequence[str]], pb.ContainerAllocateResponse]
 
 
 def preferred(
@@ -101,16 +122,16 @@ class _Servicer(pb_grpc.DevicePluginServicer):
         return out
 
     def Allocate(self, request: pb.AllocateRequest, context: grpc.ServicerContext) -> pb.AllocateResponse:
+        owner = self._owner
         out = pb.AllocateResponse()
         try:
-            for req in request.container_requests:
-                out.container_responses.append(self._owner.allocate(list(req.devices_ids)))
+            out.container_responses.extend(owner.allocate([list(r.devices_ids) for r in request.container_requests]))
         except AllocateError as exc:
-            log.warning("%s: Allocate %s refused: %s", self._owner.resource_name, list(request.container_requests), exc)
-            context.abort(exc.code, f"{self._owner.resource_name}: {exc}")
+            log.warning("%s: Allocate refused: %s", owner.resource_name, exc)
+            context.abort(exc.code, f"{owner.resource_name}: {exc}")
         except Exception as exc:  # a clear status instead of grpc's "Exception calling application"
-            log.exception("%s: Allocate failed", self._owner.resource_name)
-            context.abort(grpc.StatusCode.INTERNAL, f"{self._owner.resource_name}: {type(exc).__name__}: {exc}")
+            log.exception("%s: Allocate failed", owner.resource_name)
+            context.abort(grpc.StatusCode.INTERNAL, f"{owner.resource_name}: {type(exc).__name__}: {exc}"[:1024])
         return out
 
     def PreStartContainer(
@@ -127,14 +148,22 @@ class ResourceServer:
         resource_name: str,
         device_plugin_dir: Path,
         socket_name: str,
-        allocate: AllocateFn,
+        source: DeviceSource,
         register_timeout: float = 5.0,
+        max_streams: int = MAX_STREAMS,
     ) -> None:
         self.resource_name = resource_name
         self.device_plugin_dir = Path(device_plugin_dir)
         self.socket_name = socket_name
-        self.allocate = allocate
+        self.source = source
         self.register_timeout = register_timeout
+        self.max_streams = max_streams
+        self._streams = 0
+        self._register_error: str | None = None  # what the last failed Register said (logged once per change)
+        self._register_pause = REGISTER_BACKOFF[0]
+        self._register_next = 0.0  # monotonic time of the next retry
+        self._kubelet_seen: tuple[int, int] | None = None  # kubelet socket identity at the last failed attempt
+        self.register_attempts = 0
         self._cond = threading.Condition()
         self._devices: tuple[DeviceState, ...] = ()
         self._version = 0
@@ -165,15 +194,46 @@ class ResourceServer:
         return True
 
     def watch_devices(self, context: grpc.ServicerContext) -> Iterator[pb.ListAndWatchResponse]:
-        seen = -1
-        while self._serving.is_set() and context.is_active():
+        with self._cond:
+            refused = self._streams >= self.max_streams
+            if not refused:
+                self._streams += 1
+        if refused:
+            context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.resource_name}: at most {self.max_streams} ListAndWatch streams are served at once",
+            )
+        try:
+            seen = -1
+            while self._serving.is_set() and context.is_active():
+                with self._cond:
+                    if self._version == seen:
+                        self._cond.wait(timeout=0.5)
+                        continue
+                    seen = self._version
+                    devices = self._devices
+                yield pb.ListAndWatchResponse(devices=[d.to_pb() for d in devices])
+        finally:
             with self._cond:
-                if self._version == seen:
-                    self._cond.wait(timeout=0.5)
-                    continue
-                seen = self._version
-                devices = self._devices
-            yield pb.ListAndWatchResponse(devices=[d.to_pb() for d in devices])
+                self._streams -= 1
+
+    # ---- allocation -------------------------------------------------------------------------------------------
+    def allocate(self, requests: Sequence[Sequence[str]]) -> list[pb.ContainerAllocateResponse]:
+        """Every container's IDs are checked before any device is touched: one bad request changes nothing."""
+        if not requests:
+            raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, "no container requests")
+        seen: set[str] = set()
+        repeated: list[str] = []
+        for ids in requests:
+            repeated += [i for i in ids if i in seen]
+            seen.update(ids)
+        for ids in requests:
+            self.source.check(ids)
+        if repeated:
+            raise AllocateError(
+                grpc.StatusCode.INVALID_ARGUMENT, f"device IDs asked for more than once: {describe_ids(repeated)}"
+            )
+        return [self.source.allocate(ids) for ids in requests]
 
     # ---- serving and registering ------------------------------------------------------------------------------
     def start(self) -> None:
@@ -182,7 +242,8 @@ class ResourceServer:
 
     def _serve(self) -> None:
         self._remove_own_socket()
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix=self.socket_name))
+        workers = futures.ThreadPoolExecutor(self.max_streams + UNARY_WORKERS, thread_name_prefix=self.socket_name)
+        server = grpc.server(workers)
         pb_grpc.add_DevicePluginServicer_to_server(_Servicer(self), server)  # type: ignore[no-untyped-call]
         server.add_insecure_port(f"unix:{self.socket_path}")
         server.start()
@@ -193,7 +254,8 @@ class ResourceServer:
         log.info("%s: serving on %s", self.resource_name, self.socket_path)
 
     def register(self) -> bool:
-        """Register with kubelet; False (and logged) when kubelet is not there yet: :meth:`check` retries."""
+        """Register with kubelet; False when kubelet is not there yet (:meth:`check` retries, pausing longer each
+        time up to 30 s, at once when kubelet's socket is new). A failure is logged when it differs from the last."""
         kubelet = self.device_plugin_dir / KUBELET_SOCKET
         request = pb.RegisterRequest(
             version=API_VERSION,
@@ -201,17 +263,45 @@ class ResourceServer:
             resource_name=self.resource_name,
             options=pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True),
         )
+        self.register_attempts += 1
         try:
             with grpc.insecure_channel(f"unix:{kubelet}") as channel:
                 pb_grpc.RegistrationStub(channel).Register(request, timeout=self.register_timeout)  # type: ignore[no-untyped-call]
         except grpc.RpcError as exc:
             self.registered = False
-            log.warning("%s: cannot register with kubelet at %s: %s", self.resource_name, kubelet, exc)
+            code = exc.code() if isinstance(exc, grpc.Call) else None
+            details = (exc.details() if isinstance(exc, grpc.Call) else None) or ""
+            error = f"{code.name if code else 'error'}: {details[:200]}"
+            if not os.path.exists(kubelet):
+                error = f"{kubelet} does not exist (kubelet not running?)"
+            if error != self._register_error:
+                log.warning(
+                    "%s: cannot register with kubelet at %s: %s; retrying (said once until this changes)",
+                    self.resource_name,
+                    kubelet,
+                    error,
+                )
+            self._register_error = error
+            self._kubelet_seen = self._kubelet_identity()
+            self._register_next = time.monotonic() + self._register_pause
+            self._register_pause = min(self._register_pause * 2, REGISTER_BACKOFF[1])
             return False
         self.registered = True
         self.registrations += 1
+        self._register_error = None
+        self._register_pause = REGISTER_BACKOFF[0]
         log.info("%s: registered with kubelet as %s", self.resource_name, self.socket_name)
         return True
+
+    def _kubelet_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.device_plugin_dir / KUBELET_SOCKET)
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns)
+
+    def _register_due(self) -> bool:
+        return time.monotonic() >= self._register_next or self._kubelet_identity() != self._kubelet_seen
 
     def socket_intact(self) -> bool:
         try:
@@ -230,8 +320,9 @@ class ResourceServer:
             )
             self._stop_server()
             self._serve()
+            self._register_pause = REGISTER_BACKOFF[0]
             self.register()
-        elif not self.registered:
+        elif not self.registered and self._register_due():
             self.register()
 
     def _stop_server(self) -> None:

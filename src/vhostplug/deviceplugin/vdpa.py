@@ -17,24 +17,27 @@ import json
 import logging
 import os
 import re
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from vhostplug import deviceinfo
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
-from vhostplug.deviceplugin.config import VdpaPool, VdpaSelectors
-from vhostplug.deviceplugin.server import AllocateError, DeviceState
+from vhostplug.deviceplugin.config import PCI_RE, VdpaConfig, VdpaPool, VdpaSelectors
+from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
+
+if TYPE_CHECKING:
+    from vhostplug.deviceplugin.kinds import NodeContext
 
 log = logging.getLogger(__name__)
 
 VDPA_BUS = Path("bus/vdpa/devices")
 MAX_DEVICE_ID = 63
 DRIVERS = {"vhost_vdpa": "vhost", "virtio_vdpa": "virtio"}
-_PCI_RE = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
 @dataclass(frozen=True)
@@ -100,7 +103,7 @@ def _hex_id(value: str | None) -> str | None:
 
 
 def _pci_info(parent: Path) -> dict[str, Any]:
-    if not _PCI_RE.match(parent.name) or not (parent / "vendor").exists():
+    if not PCI_RE.match(parent.name) or not (parent / "vendor").exists():
         return {}
     numa_text = _read(parent / "numa_node")
     numa = int(numa_text) if numa_text and numa_text.lstrip("-").isdigit() and int(numa_text) >= 0 else None
@@ -193,14 +196,23 @@ class VdpaPoolDevices:
     def poll(self) -> list[DeviceState]:
         return [DeviceState(d.name, self.healthy(d), d.numa) for d in self._devices.values()]
 
-    def allocate(self, ids: Sequence[str]) -> pb.ContainerAllocateResponse:
-        devices = dict(self._devices)
+    def check(self, ids: Sequence[str]) -> None:
+        """Raise :class:`AllocateError` when ``ids`` cannot be allocated now; touches nothing."""
+        devices = self._devices
         unknown = [i for i in ids if i not in devices]
         if not ids or unknown:
-            raise AllocateError(grpc.StatusCode.NOT_FOUND, f"unknown vDPA devices {unknown or list(ids)}")
+            raise AllocateError(grpc.StatusCode.NOT_FOUND, f"unknown vDPA devices {describe_ids(unknown or ids)}")
+        if len(set(ids)) != len(ids):
+            raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, f"vDPA devices repeated in {describe_ids(ids)}")
         gone = [i for i in ids if not self.healthy(devices[i])]
         if gone:
-            raise AllocateError(grpc.StatusCode.FAILED_PRECONDITION, f"vDPA devices {gone} lost their char device")
+            raise AllocateError(
+                grpc.StatusCode.FAILED_PRECONDITION, f"vDPA devices {describe_ids(gone)} lost their char device"
+            )
+
+    def allocate(self, ids: Sequence[str]) -> pb.ContainerAllocateResponse:
+        devices = dict(self._devices)
+        self.check(ids)
         base = env_base(self.resource_name)
         resp = pb.ContainerAllocateResponse()
         info: dict[str, Any] = {}
@@ -232,3 +244,37 @@ class VdpaPoolDevices:
         """Remove the dp device-info files of every device this pool has held."""
         for i in self._seen | self._devices.keys():
             deviceinfo.remove_dp(self.devinfo_dir, self.resource_name, i)
+
+
+@dataclass
+class VdpaKind:
+    """The kind: one source per configured pool; a rescan reads sysfs and gives each device to the first pool whose
+    selectors match it."""
+
+    config: VdpaConfig
+    pools: list[VdpaPoolDevices]
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def sources(self) -> Sequence[VdpaPoolDevices]:
+        return self.pools
+
+    @property
+    def rescan_seconds(self) -> float | None:
+        return self.config.rescan_seconds if self.pools else None
+
+    def rescan(self) -> None:
+        if not self.pools:
+            return
+        with self._lock:
+            devices = discover(self.config.sysfs_root, self.config.dev_root)
+            taken: set[str] = set()
+            for pool in self.pools:
+                mine = [d for d in devices if d.name not in taken and matches(d, pool.pool.selectors)]
+                taken |= {d.name for d in mine}
+                pool.update(mine)
+
+
+def build(node: NodeContext) -> VdpaKind:
+    config = node.config.vdpa
+    return VdpaKind(config, [VdpaPoolDevices(p, node.devinfo_dir) for p in config.pools])

@@ -12,14 +12,20 @@ import logging
 import os
 import stat
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 
 from vhostplug import deviceinfo, fsutil
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.config import VhostUserConfig
-from vhostplug.deviceplugin.server import AllocateError, DeviceState
+from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
+
+if TYPE_CHECKING:
+    from vhostplug.deviceplugin.kinds import NodeContext
+    from vhostplug.protocols import DeviceSource
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +103,15 @@ class VhostUserDevices:
     def container_socket(self, device_id: str) -> str:
         return f"{self.container_dir(device_id)}/{deviceinfo.DEVICE_SOCKET_NAME}"
 
-    def _precheck(self, ids: Sequence[str]) -> None:
+    def check(self, ids: Sequence[str]) -> None:
+        """Raise :class:`AllocateError` when ``ids`` cannot be allocated; touches nothing."""
         if not ids:
             raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, "no device IDs in the request")
         unknown = [i for i in ids if i not in self._known]
         if unknown:
-            raise AllocateError(grpc.StatusCode.NOT_FOUND, f"unknown device IDs {unknown}")
+            raise AllocateError(grpc.StatusCode.NOT_FOUND, f"unknown device IDs {describe_ids(unknown)}")
         if len(set(ids)) != len(ids):
-            raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, f"device IDs repeated in {list(ids)}")
+            raise AllocateError(grpc.StatusCode.INVALID_ARGUMENT, f"device IDs repeated in {describe_ids(ids)}")
         try:
             root = os.lstat(self.socket_root)
         except OSError as exc:
@@ -126,7 +133,7 @@ class VhostUserDevices:
 
     def allocate(self, ids: Sequence[str]) -> pb.ContainerAllocateResponse:
         """Prepare every folder first (all checked before any is touched), then answer."""
-        self._precheck(ids)
+        self.check(ids)
         own = self.config.ownership()
         for i in ids:
             path = self.host_dir(i)
@@ -156,3 +163,21 @@ class VhostUserDevices:
         """Remove our dp device-info files (the folders stay: pods may still use their sockets)."""
         for i in self.ids:
             deviceinfo.remove_dp(self.devinfo_dir, self.resource_name, i)
+
+
+@dataclass(frozen=True)
+class VhostUserKind:
+    """The kind: one source with a fixed list of IDs; nothing to discover."""
+
+    sources: tuple[DeviceSource, ...]
+    rescan_seconds: float | None = None
+
+    def rescan(self) -> None:
+        pass
+
+
+def build(node: NodeContext) -> VhostUserKind:
+    config = node.config.vhostuser
+    return VhostUserKind(
+        (VhostUserDevices(config, node.socket_root, node.devinfo_dir, node.container_root, node.health_probe),)
+    )

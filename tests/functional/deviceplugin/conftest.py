@@ -12,6 +12,7 @@ import pytest
 
 from vhostplug.deviceplugin.config import load_config
 from vhostplug.deviceplugin.manager import DevicePluginManager
+from vhostplug.deviceplugin.vhostuser import VhostUserDevices
 from vhostplug.lab.kubelet import LabKubelet
 
 VU = "vhostplug.io/vhostuser"
@@ -42,6 +43,12 @@ class Rig:
     probe: Probe
     kubelet: LabKubelet
     manager: DevicePluginManager
+
+
+def vhostuser_source(rig: Rig) -> VhostUserDevices:
+    source = rig.manager.sources[VU]
+    assert isinstance(source, VhostUserDevices)
+    return source
 
 
 def make_rig(root: Path, config: dict[str, Any] | None = None, probe: Any = None) -> Rig:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import require_root
-from tests.functional.deviceplugin.conftest import VU, make_rig
+from tests.functional.deviceplugin.conftest import VU, make_rig, vhostuser_source
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.lab.ovs import PrivateOvs
@@ -37,7 +37,7 @@ def test_health_flips_with_ovsdb(short_dir: Path) -> None:
         rig.kubelet.wait_for(VU, all_health("Healthy"), timeout=10)
         ovs.stop()
         rig.kubelet.wait_for(VU, all_health("Unhealthy"), timeout=10)
-        assert "OVSDB" in rig.manager.vhostuser.last_health[1] or "connect" in rig.manager.vhostuser.last_health[1]
+        assert "OVSDB" in vhostuser_source(rig).last_health[1] or "connect" in vhostuser_source(rig).last_health[1]
         ovs.start()
         devs: list[pb.Device] = rig.kubelet.wait_for(VU, all_health("Healthy"), timeout=15)
         assert len(devs) == 4

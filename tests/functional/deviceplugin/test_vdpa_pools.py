@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.functional.deviceplugin.conftest import Rig, make_rig
-from tests.unit.deviceplugin.fakesys import FakeSys, standard
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
+from vhostplug_testsupport.fakesys import FakeSys, standard
 
 MLX = "vhostplug.io/vdpa_mlx"
 VIRTIO = "vhostplug.io/vdpa_virtio"

@@ -11,7 +11,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.functional.deviceplugin.conftest import DP, VU, Rig, make_rig
+from tests.functional.deviceplugin.conftest import DP, VU, Rig, make_rig, vhostuser_source
 from vhostplug import deviceinfo
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 
@@ -152,9 +152,9 @@ def test_health_probe_that_raises_is_unhealthy(rig: Rig) -> None:
     def boom() -> tuple[bool, str]:
         raise OSError("no route")
 
-    rig.manager.vhostuser.health_probe = boom
+    vhostuser_source(rig).health_probe = boom
     rig.kubelet.wait_for(VU, unhealthy, timeout=5)
-    assert "no route" in rig.manager.vhostuser.last_health[1]
+    assert "no route" in vhostuser_source(rig).last_health[1]
 
 
 def test_kubelet_restart_reregisters_within_5s(rig: Rig) -> None:

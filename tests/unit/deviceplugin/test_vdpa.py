@@ -8,10 +8,10 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.unit.deviceplugin.fakesys import standard
 from vhostplug.deviceplugin.config import VdpaPool, VdpaSelectors
 from vhostplug.deviceplugin.server import AllocateError
 from vhostplug.deviceplugin.vdpa import VdpaPoolDevices, discover, env_base, matches
+from vhostplug_testsupport.fakesys import standard
 
 
 def test_discover_reads_the_tree(tmp_path: Path) -> None:

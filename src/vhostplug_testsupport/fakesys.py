@@ -1,4 +1,4 @@
-"""A fake sysfs + /dev for vDPA tests: real folders, files and relative symlinks laid out as the kernel does."""
+"""A fake sysfs + /dev for vDPA tests and benches: real folders, files and relative symlinks laid out as the kernel does."""
 
 from __future__ import annotations
 
