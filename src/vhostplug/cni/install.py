@@ -79,16 +79,16 @@ def _fix_hint(python: str) -> str:
 def check_interpreter(python: str, host_root: Path = Path("/")) -> tuple[int, int, int]:
     """Check that ``python`` (a path on the node) exists under ``host_root``, is executable and runs as
     Python >= MIN_PYTHON with ``-I -S``; return its version or raise :class:`InterpreterError`."""
-    where = "on this node" if host_root == Path("/") else f"on the node (looked under the host mount {host_root})"
+    where = "on this node" if host_root == Path("/") else f"on the node, looked under the host mount {host_root}"
     if not python.startswith("/"):
         raise InterpreterError(f"--python {python!r} must be an absolute path: kubelet runs the shim without a PATH")
     found = resolve_under(host_root, python)
     try:
         st = found.stat()
     except OSError:
-        raise InterpreterError(f"the node has no {python} {where}: {_fix_hint(python)}") from None
+        raise InterpreterError(f"the node has no {python} ({where}): {_fix_hint(python)}") from None
     if not stat.S_ISREG(st.st_mode) or not st.st_mode & 0o111:
-        raise InterpreterError(f"{python} {where} is not an executable file: {_fix_hint(python)}")
+        raise InterpreterError(f"{python} ({where}) is not an executable file: {_fix_hint(python)}")
     root = str(host_root)
 
     def enter_root() -> None:  # runs in the child between fork and exec
@@ -106,14 +106,14 @@ def check_interpreter(python: str, host_root: Path = Path("/")) -> tuple[int, in
             cwd="/",
         )
     except subprocess.TimeoutExpired:
-        raise InterpreterError(f"{python} {where} did not answer within 20 s: {_fix_hint(python)}") from None
+        raise InterpreterError(f"{python} ({where}) did not answer within 20 s: {_fix_hint(python)}") from None
     except subprocess.SubprocessError as exc:  # the chroot itself failed
         raise InterpreterError(
             f"cannot enter the host mount {host_root} to run {python} ({exc}): the install-cni container needs "
             "root with CAP_SYS_CHROOT and the node's / mounted at --host-root"
         ) from None
     except OSError as exc:  # exec failed: a script whose own interpreter is missing, a foreign binary, ...
-        raise InterpreterError(f"{python} {where} cannot be run: {exc.strerror}: {_fix_hint(python)}") from None
+        raise InterpreterError(f"{python} ({where}) cannot be run: {exc.strerror}: {_fix_hint(python)}") from None
     out = proc.stdout.strip()
     try:
         version = tuple(int(p) for p in out.split("."))
@@ -122,12 +122,12 @@ def check_interpreter(python: str, host_root: Path = Path("/")) -> tuple[int, in
     except ValueError:
         said = (proc.stderr.strip() or out or f"exit status {proc.returncode}").splitlines()[0]
         raise InterpreterError(
-            f"{python} {where} does not run as Python 3 with -IS ({said}): {_fix_hint(python)}"
+            f"{python} ({where}) does not run as Python 3 with -IS ({said}): {_fix_hint(python)}"
         ) from None
     major, minor, micro = version
     if (major, minor) < MIN_PYTHON:
         raise InterpreterError(
-            f"{python} {where} is Python {major}.{minor}.{micro}; the shim needs Python >= "
+            f"{python} ({where}) is Python {major}.{minor}.{micro}; the shim needs Python >= "
             f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}: {_fix_hint(python)}"
         )
     return major, minor, micro

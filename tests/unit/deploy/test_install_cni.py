@@ -141,7 +141,7 @@ def test_node_without_python3_is_refused_and_nothing_written(tmp_path: Path, des
     out = _install(dest, root, "--python", "/usr/bin/python3")
     assert out.returncode == 1
     assert "the node has no /usr/bin/python3" in out.stderr
-    assert f"looked under the host mount {root}" in out.stderr
+    assert f"(on the node, looked under the host mount {root})" in out.stderr
     assert "--python /path/on/the/node/python3" in out.stderr
     assert (dest / "vhostplug").read_text() == "previous shim\n"
     assert sorted(p.name for p in dest.iterdir()) == ["vhostplug"]
@@ -169,7 +169,7 @@ def test_non_executable_interpreter_is_refused(tmp_path: Path, dest: Path) -> No
     root = _node_with_script(tmp_path / "node-noexec", "#!/bin/sh\necho 3.12.0\n", mode=0o644)
     out = _install(dest, root, "--python", "/usr/bin/python3")
     assert out.returncode == 1
-    assert "/usr/bin/python3 on the node" in out.stderr and "is not an executable file" in out.stderr
+    assert "/usr/bin/python3 (on the node" in out.stderr and "is not an executable file" in out.stderr
     assert list(dest.iterdir()) == []
 
 
@@ -205,3 +205,17 @@ def test_links_resolve_inside_the_host_root(tmp_path: Path) -> None:
 def test_lab_install_on_this_machine_checks_its_own_python(tmp_path: Path) -> None:
     exe = install_shim(tmp_path, python=str(REAL_PYTHON))
     assert exe.read_text().startswith(f"#!{REAL_PYTHON} -IS\n")
+
+
+def test_without_cap_sys_chroot_the_installer_says_what_it_needs(node_with_python: Path, dest: Path) -> None:
+    require_root()
+    args = ["install-cni", "--dest", str(dest), "--host-root", str(node_with_python), "--python", "/usr/bin/python3"]
+    out = subprocess.run(
+        ["setpriv", "--bounding-set=-sys_chroot", VHOSTPLUG, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "needs root with CAP_SYS_CHROOT" in out.stderr
+    assert list(dest.iterdir()) == []
