@@ -99,6 +99,13 @@ def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
         assert p["vdevs"] == [
             f"net_virtio_user0,path=/var/run/vhostplug/{_device(report, p['name'])}/vhu.sock,server=1"
         ]
+    # the rate is measured txonly → rxonly, one direction after the other, and the report says the core layout
+    flows = report["traffic"]["flows"]
+    assert [(f["sender"], f["receiver"]) for f in flows] == [("testpmd-a", "testpmd-b"), ("testpmd-b", "testpmd-a")]
+    for f in flows:
+        assert f["received"] > 0 and f["received"] <= f["sent"] + 64 and f["rx_mpps"] > 0, f
+    layout = report["traffic"]["cpu_layout"]
+    assert layout["ovs_pmd_cores"] == [1] and layout["app_cores"] == [0] and "core 1" in layout["text"]
     assert len(report["ovs_ports"]) == 4
     for port in report["ovs_ports"]:
         assert port["type"] == "dpdkvhostuserclient"

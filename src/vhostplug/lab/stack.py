@@ -19,27 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.cni.install import copy_ipam_plugins, install_shim
+from vhostplug.lab.demo_cleanup import cleanup as demo_cleanup
 from vhostplug.lab.ovs import PrivateOvs, pid_alive
+from vhostplug.lab.paths import LabPaths
 
 
 class LabError(RuntimeError):
     pass
-
-
-class LabPaths:
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir = Path(run_dir)
-        self.ovs_dir = self.run_dir / "ovs"
-        self.agent_socket = self.run_dir / "agent" / "agent.sock"
-        self.agent_config = self.run_dir / "agent.yaml"
-        self.agent_pidfile = self.run_dir / "agent.pid"
-        self.agent_log = self.run_dir / "agent.log"
-        self.cni_bin_dir = self.run_dir / "cni" / "bin"
-        self.cni_bin = self.cni_bin_dir / "vhostplug"
-        self.socket_root = self.run_dir / "s"
-        self.device_plugin_dir = self.run_dir / "kubelet" / "device-plugins"
-        self.devinfo_dir = self.run_dir / "devinfo"
-        self.ipam_dir = self.run_dir / "ipam"
 
 
 def _qemu_group() -> str:
@@ -143,8 +129,6 @@ def lab_status(run_dir: Path) -> dict[str, Any]:
 
 def lab_down(run_dir: Path) -> list[str]:
     """Stop and remove everything the lab started (also after a crash); returns what it did."""
-    from vhostplug.lab.demo import cleanup as demo_cleanup  # lazily: demo imports this module
-
     paths = LabPaths(run_dir)
     done: list[str] = demo_cleanup(paths.run_dir)  # pods and VMs first, from the demo's state on disk
     if (pid := stop_agent(paths)) is not None:

@@ -52,6 +52,9 @@ class Testpmd:
         lcores: str = "0@0,1@0",
         memory_mb: int = 256,
         extra_eal: Sequence[str] = (),
+        ring: int | None = None,
+        mbufs: int = 8192,
+        app_args: Sequence[str] = (),
     ) -> None:
         self.file_prefix = file_prefix
         eal = [
@@ -66,11 +69,18 @@ class Testpmd:
         for v in vdevs:
             eal.append(f"--vdev={v}")
         # stdout is a pipe: without line buffering, command output lags behind the prompt
-        self.argv = [*wrap, "stdbuf", "-oL", TESTPMD, *eal, "--", "-i", "--total-num-mbufs=8192"]
+        app = ["-i", f"--total-num-mbufs={mbufs}", *app_args]
+        if ring is not None:  # descriptors per rx/tx queue (a virtio_user vdev also needs queue_size=<ring>)
+            app += [f"--rxd={ring}", f"--txd={ring}"]
+        self.argv = [*wrap, "stdbuf", "-oL", TESTPMD, *eal, "--", *app]
         self._proc: subprocess.Popen[str] | None = None
         self._out: list[str] = []
         self._lock = threading.Lock()
         self._reader: threading.Thread | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def output(self) -> str:

@@ -1,0 +1,384 @@
+#!/usr/bin/env python3
+"""Dataplane benchmark: the packet rate and round-trip latency a pod gets over vhost-user (vhostplug) against the
+kernel paths it would otherwise get, side by side in one run on the lab's private OVS-DPDK.
+
+Two lab pods (network + mount namespaces) made the demo's way (kubelet Allocate, Multus device-info, CNI ADD through
+the installed shim, downward-API annotations). In each path the same DPDK testpmd runs in both pods, sender
+``txonly`` → receiver ``rxonly`` (one direction), per frame size, for BENCH_SECONDS after BENCH_WARMUP, BENCH_REPS
+times:
+
+1. ``vhost-user``: the CNI-made ``dpdkvhostuserclient`` ports, virtio_user vdevs printed by ``vhostplug podinfo``;
+2. ``ovs-system-veth``: a veth pair per pod whose host end is a ``system`` port of the same OVS-DPDK bridge, testpmd
+   on ``net_af_packet`` in the pod (what a pod's kernel interface gets on an OVS-DPDK node);
+3. ``direct-veth``: one veth pair between the two pods, ``net_af_packet`` (the best kernel path, no switch).
+
+Latency (paths 1 and 2): one testpmd in pod A owns both ends (one lcore polls both ports, so no second busy poller
+has to be scheduled for a packet to move on), ``macswap`` with ``--port-topology=loop``, bursts of 1, one packet per
+port in flight (``start tx_first 1``); the received counters are sampled every BENCH_LAT_WINDOW seconds and each
+window gives the mean round trip of its packets; p50/p99 are over the windows.
+
+The time-slice trap: the two pods' testpmds share core 0 (OVS's PMD owns core 1). Each busy poller runs for a
+scheduler slice (ms), so a receiver drains at most one ring per slice: with 256 descriptors that caps any path at
+tens of kpps. Remedy chosen: rings of BENCH_RING descriptors on every path alike (virtio_user ``queue_size``,
+af_packet ``framecnt``, testpmd ``--rxd/--txd``), enough to hold a slice's worth of packets. One process owning both
+ports cannot do txonly → rxonly (testpmd has one forwarding mode) nor open af_packet sockets in two pods' network
+namespaces, and a third core for the receiver does not exist here.
+
+Writes bench/results/dataplane.json and bench/results/dataplane.png and prints a table. Knobs (environment):
+BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_REPS (3), BENCH_FRAMES (64,1518), BENCH_RING (4096),
+BENCH_LAT_SECONDS (10), BENCH_LAT_WINDOW (0.2), BENCH_OUT (bench/results/dataplane.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from vhostplug.lab.demo_context import DemoContext
+from vhostplug.lab.demo_node import lab_up, start_kubelet
+from vhostplug.lab.demo_pods import create_pods
+from vhostplug.lab.demo_traffic import APP_LCORES, cpu_layout, vhostplug_exe, with_ring
+from vhostplug.lab.ovs import OvsConfig
+from vhostplug.lab.pods import LabPod, run
+from vhostplug.lab.rate import Flow, measure, port_counters
+from vhostplug.lab.report import Progress
+from vhostplug.lab.testpmd import Testpmd
+
+REPO = Path(__file__).resolve().parent.parent
+SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
+WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
+REPS = int(os.environ.get("BENCH_REPS", "3"))
+FRAMES = [int(x) for x in os.environ.get("BENCH_FRAMES", "64,1518").split(",")]
+RING = int(os.environ.get("BENCH_RING", "4096"))
+LAT_SECONDS = float(os.environ.get("BENCH_LAT_SECONDS", "10"))
+LAT_WINDOW = float(os.environ.get("BENCH_LAT_WINDOW", "0.2"))
+OUT = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "dataplane.json")))
+PATHS = ("vhost-user", "ovs-system-veth", "direct-veth")
+
+
+def af_packet(iface: str, index: int = 0) -> str:
+    return f"net_af_packet{index},iface={iface},framecnt={RING}"
+
+
+def sh(*cmd: str) -> str:
+    return run(list(cmd), " ".join(cmd))
+
+
+class Veths:
+    """The kernel paths' veth pairs: a pair per pod into the OVS bridge (system ports), and one between the pods."""
+
+    def __init__(self, tag: str, ovs_netns: str, ovsdb_sock: str, bridge: str, pods: list[LabPod]) -> None:
+        self.ovs_netns, self.db, self.bridge = ovs_netns, ovsdb_sock, bridge
+        self.a, self.b = pods
+        self.host = {"a": f"k{tag}a", "b": f"k{tag}b"}  # host ends, in OVS's network namespace
+        self.pod2 = {"a": f"s{tag}a", "b": f"s{tag}b"}  # path 2, pod ends
+        self.pod3 = {"a": f"d{tag}a", "b": f"d{tag}b"}  # path 3, one pair between the pods
+
+    def _vsctl(self, *args: str) -> None:
+        sh("ovs-vsctl", f"--db=unix:{self.db}", "--timeout=30", *args)
+
+    @staticmethod
+    def _up(netns: str, dev: str) -> None:
+        # no IPv6 autoconfiguration: nothing but the benchmark's packets on these links
+        sh("ip", "netns", "exec", netns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
+        sh("ip", "-n", netns, "link", "set", dev, "up")
+
+    def create(self) -> None:
+        for who, pod in (("a", self.a), ("b", self.b)):
+            sh("ip", "link", "add", self.host[who], "type", "veth", "peer", "name", self.pod2[who])
+            sh("ip", "link", "set", self.host[who], "netns", self.ovs_netns)
+            sh("ip", "link", "set", self.pod2[who], "netns", pod.netns)
+            self._up(self.ovs_netns, self.host[who])
+            self._up(pod.netns, self.pod2[who])
+            self._vsctl("add-port", self.bridge, self.host[who])
+        sh("ip", "link", "add", self.pod3["a"], "type", "veth", "peer", "name", self.pod3["b"])
+        sh("ip", "link", "set", self.pod3["a"], "netns", self.a.netns)
+        sh("ip", "link", "set", self.pod3["b"], "netns", self.b.netns)
+        self._up(self.a.netns, self.pod3["a"])
+        self._up(self.b.netns, self.pod3["b"])
+
+    def move_b_to_a(self) -> None:
+        """Both path-2 pod ends into pod A, for the one-process latency run."""
+        sh("ip", "-n", self.b.netns, "link", "set", self.pod2["b"], "netns", self.a.netns)
+        self._up(self.a.netns, self.pod2["b"])
+
+    def delete(self) -> None:
+        for who in ("a", "b"):
+            subprocess.run(
+                ["ovs-vsctl", f"--db=unix:{self.db}", "--timeout=10", "--if-exists", "del-port", self.host[who]],
+                capture_output=True,
+                check=False,
+            )
+            subprocess.run(["ip", "-n", self.ovs_netns, "link", "del", self.host[who]], capture_output=True)
+        for pod in (self.a, self.b):
+            subprocess.run(["ip", "-n", pod.netns, "link", "del", self.pod3["a"]], capture_output=True)
+
+
+@contextmanager
+def testpmds(ctx: DemoContext, vdevs: dict[str, list[str]], tag: str, **kw: Any) -> Iterator[dict[str, Testpmd]]:
+    """One testpmd per entry of ``vdevs`` (pod name → vdevs), inside that pod, links up; stopped on exit."""
+    apps: dict[str, Testpmd] = {}
+    try:
+        for name, devs in vdevs.items():
+            pod = ctx.pods[name]
+            prefix = ctx.names.prefix(f"{tag}{name[-1]}")
+            ctx.state.add("testpmd_prefixes", prefix)
+            app = Testpmd(devs, prefix, wrap=pod.nsenter(), lcores=APP_LCORES, ring=RING, mbufs=4 * RING, **kw)
+            apps[name] = app
+            app.start(timeout=60)
+        for app in apps.values():
+            for port in range(len(next(iter(vdevs.values())))):
+                app.wait_link_up(port, timeout=45)
+        yield apps
+    finally:
+        for app in apps.values():
+            app.stop()
+
+
+def podinfo_vdev(pod: LabPod) -> str:
+    out = pod.exec(vhostplug_exe(), "podinfo", "--dpdk-args", "--wait", "10", what="podinfo")
+    vdevs = [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("--vdev ")]
+    if len(vdevs) != 1:
+        raise RuntimeError(f"podinfo in pod {pod.name} printed {vdevs}")
+    return vdevs[0]
+
+
+def throughput(ctx: DemoContext, path: str, vdevs: dict[str, list[str]], rep: int) -> list[Flow]:
+    (a, b) = list(vdevs)
+    flows = []
+    with testpmds(ctx, vdevs, f"t{PATHS.index(path)}{rep}") as apps:
+        for frame in FRAMES:
+            flows.append(measure(apps[a], apps[b], frame, SECONDS, WARMUP, (a, b)))
+    return flows
+
+
+def latency(ctx: DemoContext, pod: str, devs: list[str], tag: str) -> dict[str, Any]:
+    """Round trip of single packets: one testpmd owning both ends, macswap, loop topology, bursts of 1."""
+    with testpmds(ctx, {pod: devs}, tag, app_args=["--port-topology=loop"]) as apps:
+        app = apps[pod]
+        app.cmd("set fwd macswap")
+        app.cmd("set burst 1")
+        app.cmd("start tx_first 1")
+        time.sleep(WARMUP)
+        samples: list[float] = []
+        reseeded = 0
+        last = sum(port_counters(app, p)[0] for p in (0, 1))
+        t_last = time.monotonic()
+        deadline = t_last + LAT_SECONDS
+        while time.monotonic() < deadline:
+            time.sleep(LAT_WINDOW)
+            now = sum(port_counters(app, p)[0] for p in (0, 1))
+            t = time.monotonic()
+            if now - last >= 4:
+                # 2 packets in flight, each received twice per round trip (once per port)
+                samples.append(4 * (t - t_last) / (now - last) * 1e6)
+            else:  # a packet was lost (e.g. before the switch learned a MAC): seed again, skip the window
+                app.cmd("stop", timeout=20)
+                app.cmd("start tx_first 1")
+                reseeded += 1
+                now, t = sum(port_counters(app, p)[0] for p in (0, 1)), time.monotonic()
+            last, t_last = now, t
+        app.cmd("stop", timeout=20)
+    if not samples:
+        raise RuntimeError(f"latency {tag}: no packet came back")
+    qs = statistics.quantiles(samples, n=100, method="inclusive")
+    return {
+        "windows": len(samples),
+        "reseeded": reseeded,
+        "p50_us": round(qs[49], 1),
+        "p99_us": round(qs[98], 1),
+        "samples_us": samples,
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for frame in FRAMES:
+        row: dict[str, Any] = {}
+        for path in PATHS:
+            pts = [r for r in runs if r["path"] == path and r["frame_bytes"] == frame]
+            mpps = [p["rx_mpps"] for p in pts]
+            row[path] = {
+                "rx_mpps_median": round(statistics.median(mpps), 4),
+                "rx_mpps_min": min(mpps),
+                "rx_mpps_max": max(mpps),
+                "rx_gbps_median": round(statistics.median(p["rx_gbps"] for p in pts), 3),
+                "tx_mpps_median": round(statistics.median(p["tx_mpps"] for p in pts), 4),
+            }
+        v = row["vhost-user"]["rx_mpps_median"]
+        row["ratio_1_to_2"] = round(v / max(row["ovs-system-veth"]["rx_mpps_median"], 1e-9), 1)
+        row["ratio_1_to_3"] = round(v / max(row["direct-veth"]["rx_mpps_median"], 1e-9), 1)
+        out[str(frame)] = row
+    return out
+
+
+def load_average() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def other_pmds() -> int:
+    """ovs-vswitchd processes on this machine that are not ours (other labs' PMDs compete for core 1)."""
+    n = 0
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if (proc / "comm").read_text().strip() == "ovs-vswitchd":
+                    n += 1
+            except OSError:
+                continue
+    return n - 1
+
+
+def plot(result: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(FRAMES), figsize=(5 * len(FRAMES), 4))
+    if len(FRAMES) == 1:
+        axes = [axes]
+    for ax, frame in zip(axes, FRAMES, strict=True):
+        row = result["summary"][str(frame)]
+        vals = [row[p]["rx_mpps_median"] for p in PATHS]
+        bars = ax.bar(PATHS, vals, color=["#2a7", "#c84", "#68c"])
+        ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals])
+        ax.set_title(f"{frame}-byte frames, txonly → rxonly")
+        ax.set_ylabel("received Mpps (median of reps)")
+    fig.suptitle(f"vhostplug dataplane, {result['cpu_layout']['text']}", fontsize=8)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+
+
+def print_table(result: dict[str, Any], console: Console) -> None:
+    from rich.table import Table
+
+    t = Table(title="Dataplane: received rate, txonly → rxonly (median of reps)", title_justify="left")
+    for col in ("frame", *PATHS, "1:2", "1:3"):
+        t.add_column(col, justify="right")
+    for frame, row in result["summary"].items():
+        cells = [f"{row[p]['rx_mpps_median']:.3f} Mpps / {row[p]['rx_gbps_median']:.2f} Gb/s" for p in PATHS]
+        t.add_row(f"{frame} B", *cells, f"{row['ratio_1_to_2']}x", f"{row['ratio_1_to_3']}x")
+    console.print(t)
+    lat = Table(title="Round trip, one packet in flight per port (µs)", title_justify="left")
+    for col in ("path", "p50", "p99", "windows"):
+        lat.add_column(col, justify="right")
+    for path, v in result["latency"].items():
+        lat.add_row(path, f"{v['p50_us']}", f"{v['p99_us']}", str(v["windows"]))
+    console.print(lat)
+    console.print(
+        f"CPU layout: {result['cpu_layout']['text']}; load before/after: {result['machine']['load_before']}"
+        f" / {result['machine']['load_after']}; other ovs-vswitchd on the machine: "
+        f"{result['machine']['other_ovs_vswitchd']}"
+    )
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("bench/dataplane.py needs root (network namespaces, OVS-DPDK)", file=sys.stderr)
+        return 2
+    console = Console()
+    run_dir = Path(tempfile.mkdtemp(prefix="vhp-dpb-", dir="/tmp"))
+    ctx = DemoContext(run_dir, Progress(console))
+    machine = {"load_before": load_average(), "other_ovs_vswitchd": other_pmds()}
+    t0 = time.monotonic()
+    veths: Veths | None = None
+    try:
+        lab_up(ctx)
+        start_kubelet(ctx)
+        create_pods(ctx)
+        machine["other_ovs_vswitchd"] = other_pmds()
+        names = list(ctx.pods)
+        pods = [ctx.pods[n] for n in names]
+        from vhostplug.lab.ovs import PrivateOvs
+
+        ovs = PrivateOvs(ctx.paths.ovs_dir)
+        bridge = ctx.calls[names[0]].netconf["bridge"]
+        veths = Veths(ctx.names.tag, ovs.netns, str(ovs.db_sock), bridge, pods)
+        veths.create()
+        vhost = {n: podinfo_vdev(ctx.pods[n]) for n in names}
+        per_path = {
+            "vhost-user": {n: [with_ring(vhost[n], RING)] for n in names},
+            "ovs-system-veth": {n: [af_packet(veths.pod2[n[-1]])] for n in names},
+            "direct-veth": {n: [af_packet(veths.pod3[n[-1]])] for n in names},
+        }
+        runs: list[dict[str, Any]] = []
+        with ctx.progress.phase(f"throughput: {len(PATHS)} paths x {FRAMES} B x {REPS} reps") as ph:
+            for rep in range(REPS):
+                for path in PATHS:
+                    ph.doing(f"rep {rep + 1}/{REPS}: {path}")
+                    for flow in throughput(ctx, path, per_path[path], rep):
+                        runs.append({"path": path, "rep": rep, **flow.to_json()})
+                        console.print(
+                            f"  rep {rep + 1} {path:16} {flow.frame_bytes:5} B  {flow.mpps:8.4f} Mpps "
+                            f"received ({flow.sent_mpps:.4f} sent)"
+                        )
+        lat: dict[str, Any] = {}
+        with ctx.progress.phase("latency: one packet in flight per port, paths 1 and 2") as ph:
+            a = names[0]
+            host_b = Path(ctx.calls[names[1]].result["interfaces"][0]["socketPath"])
+            ph.doing("vhost-user: one testpmd in pod A owning both pods' sockets")
+            vdev_b = f"net_virtio_user1,path={host_b},server=1,queue_size={RING}"  # B's socket, host path
+            lat["vhost-user"] = latency(ctx, a, [with_ring(vhost[a], RING), vdev_b], "l1")
+            ph.doing("ovs-system-veth: both pods' veths in pod A, one testpmd owning both")
+            veths.move_b_to_a()
+            lat["ovs-system-veth"] = latency(
+                ctx, a, [af_packet(veths.pod2["a"], 0), af_packet(veths.pod2["b"], 1)], "l2"
+            )
+        machine["load_after"] = load_average()
+        result = {
+            "bench": "dataplane",
+            "date": datetime.now(UTC).isoformat(timespec="seconds"),
+            "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
+            "method": {
+                "traffic": "testpmd txonly (pod A) → rxonly (pod B), one direction, unicast to B's MAC",
+                "seconds": SECONDS,
+                "warmup": WARMUP,
+                "reps": REPS,
+                "frames": FRAMES,
+                "ring": RING,
+                "trap_remedy": f"rings of {RING} descriptors on every path (a scheduler slice's worth of packets)",
+                "latency": f"one testpmd owning both ends, macswap, loop topology, burst 1, one packet per port; "
+                f"{LAT_SECONDS:g} s sampled in {LAT_WINDOW:g} s windows",
+                "command": "python bench/dataplane.py",
+            },
+            "cpu_layout": cpu_layout(OvsConfig().pmd_cpu_mask),
+            "machine": machine,
+            "runs": runs,
+            "summary": summarize(runs),
+            "latency": lat,
+            "seconds_total": round(time.monotonic() - t0, 1),
+        }
+    finally:
+        if veths is not None:
+            veths.delete()
+        from vhostplug.lab.demo import teardown
+
+        teardown(ctx)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, OUT.with_suffix(".png"))
+    print_table(result, console)
+    console.print(f"wrote {OUT} and {OUT.with_suffix('.png')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,24 @@
+"""Where the lab keeps each of its parts under one run folder (OVS, agent, CNI shim, socket root, kubelet folders).
+
+Every lab module and bench that needs a path of a running lab asks :class:`LabPaths`; nothing else spells them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class LabPaths:
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.ovs_dir = self.run_dir / "ovs"
+        self.agent_socket = self.run_dir / "agent" / "agent.sock"
+        self.agent_config = self.run_dir / "agent.yaml"
+        self.agent_pidfile = self.run_dir / "agent.pid"
+        self.agent_log = self.run_dir / "agent.log"
+        self.cni_bin_dir = self.run_dir / "cni" / "bin"
+        self.cni_bin = self.cni_bin_dir / "vhostplug"
+        self.socket_root = self.run_dir / "s"
+        self.device_plugin_dir = self.run_dir / "kubelet" / "device-plugins"
+        self.devinfo_dir = self.run_dir / "devinfo"
+        self.ipam_dir = self.run_dir / "ipam"
