@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python bench/cni_latency.py
 	$(BIN)/python bench/deviceplugin_allocate.py
 	$(BIN)/python bench/migration_downtime.py
+	$(BIN)/python bench/dataplane.py
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py
