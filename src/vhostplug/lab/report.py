@@ -120,7 +120,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(ports)
 
     pods = Table(title="DPDK testpmd in the pods", title_justify="left")
-    for col in ("pod", "role", "rx packets", "tx packets", "rx pps", "tx pps"):
+    for col in ("pod", "role", "rx packets", "tx packets", "rx pps (as receiver)", "tx pps (as sender)"):
         pods.add_column(col, justify="left" if col in ("pod", "role") else "right")
     for p in report.get("pods", []):
         pods.add_row(
@@ -128,6 +128,15 @@ def render(report: dict[str, Any], console: Console) -> None:
         )
     if report.get("pods"):
         console.print(pods)
+    traffic = report.get("traffic")
+    if traffic:
+        rates = ", ".join(
+            f"{f['sender']} → {f['receiver']} {f['rx_mpps']:.2f} Mpps ({f['rx_gbps']:.2f} Gbit/s)"
+            for f in traffic["flows"]
+        )
+        console.print(
+            f"rate received: {rates}\n  measured: {traffic['method']}\n  cores: {traffic['cpu_layout']['text']}"
+        )
 
     vms = Table(title="KubeVirt-style VMs (TCG) pinging through OVS", title_justify="left")
     for col in ("vm", "ip", "peer", "ping", "rtt min/avg/max ms", "boot to first reply s"):
