@@ -1,9 +1,9 @@
 """The agent's unix-socket server for the CNI shim: one request in, one answer out, per connection.
 
-The wire format is the shim's (see :mod:`vhostplug.cni.shim`, which parses no JSON so that it starts fast): request
-``VHP2 <env-bytes>\n`` + NUL-joined ``CNI_*=value`` entries + the netconf bytes; answer ``<exit-code> <agent-ms>\n`` +
-the plugin's stdout. The socket is 0600 in a 0700 folder. Verbs run in worker threads so a slow OVSDB never blocks
-the event loop.
+The wire format is :mod:`vhostplug.cni.wire`'s (the shim's module too): the whole request is read up to end of
+stream (at most ``wire.MAX_REQUEST``; above it the answer is code 7 at once), decoded once there (environment and
+netconf JSON) and handed to the handler as ``(env, netconf dict)``. The socket is 0600 in a 0700 folder. Verbs run
+in worker threads so a slow OVSDB never blocks the event loop.
 """
 
 from __future__ import annotations
@@ -16,34 +16,29 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from vhostplug.cni.shim import WIRE_MAGIC
-from vhostplug.cni.spec import DECODE_FAILURE, CniError
+from vhostplug.cni import wire
+from vhostplug.cni.spec import LATEST, CniError
 
 LOG = logging.getLogger(__name__)
-MAX_REQUEST = 4 * 1024 * 1024
-Handler = Callable[[dict[str, str], str], tuple[int, str]]
+READ_WAIT = 30.0  # seconds a client may take to send its whole request
+Handler = Callable[[dict[str, str], dict[str, Any]], tuple[int, str]]
 Observer = Callable[[str, int, float], None]
 
 
-def parse_request(data: bytes) -> tuple[dict[str, str], str]:
-    """``(env, netconf)`` of one shim request; CniError (decode failure) when it is not one."""
-    head, sep, rest = data.partition(b"\n")
-    magic, _, size_text = head.partition(b" ")
-    if not sep or magic != WIRE_MAGIC or not size_text.isdigit() or int(size_text) > len(rest):
-        raise CniError(DECODE_FAILURE, "malformed request from the CNI shim (is the shim from this agent's release?)")
-    size = int(size_text)
-    env: dict[str, str] = {}
-    for entry in rest[:size].split(b"\0") if size else ():
-        key, eq, value = entry.partition(b"=")
-        if not eq:
-            raise CniError(DECODE_FAILURE, "malformed environment entry from the CNI shim")
-        env[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
-    try:
-        config = rest[size:].decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise CniError(DECODE_FAILURE, "network configuration on stdin is not UTF-8", str(exc)) from exc
-    return env, config
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """Everything the client sends until it shuts down its side; :class:`wire.WireError` past ``MAX_REQUEST``."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await reader.read(256 * 1024)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > wire.MAX_REQUEST:
+            raise wire.too_large(size)
+        chunks.append(chunk)
 
 
 class CniServer:
@@ -75,23 +70,26 @@ class CniServer:
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
+    def _handle(self, data: bytes) -> tuple[str, int, str]:
+        try:
+            env, conf = wire.decode_request(data)
+        except wire.WireError as err:
+            return "?", 1, _refusal(err)
+        code, out = self.handler(env, conf)
+        return env.get("CNI_COMMAND", "?"), code, out
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         started = time.perf_counter()
         command = "?"
         try:
-            data = await asyncio.wait_for(reader.read(MAX_REQUEST + 1), timeout=30)
-            code, out = 1, ""
             try:
-                if len(data) > MAX_REQUEST:
-                    raise CniError(DECODE_FAILURE, "request too large")
-                env, config = parse_request(data)
-                command = env.get("CNI_COMMAND", "?")
-            except CniError as err:
-                out = json.dumps(err.to_json("1.1.0"))
-            else:
-                code, out = await asyncio.to_thread(self.handler, env, config)
+                data = await asyncio.wait_for(read_request(reader), timeout=READ_WAIT)
+            except wire.WireError as err:
+                code, out = 1, _refusal(err)
+            else:  # decoding a few MiB of JSON takes milliseconds: off the event loop, with the verb
+                command, code, out = await asyncio.to_thread(self._handle, data)
             elapsed = time.perf_counter() - started
-            writer.write(b"%d %.3f\n%s" % (code, elapsed * 1000, out.encode("utf-8", "surrogateescape")))
+            writer.write(wire.encode_reply(code, elapsed * 1000, out))
             await writer.drain()
             if self.observe is not None:
                 self.observe(command, code, elapsed)
@@ -101,3 +99,8 @@ class CniServer:
             writer.close()
             with contextlib.suppress(ConnectionError):
                 await writer.wait_closed()
+
+
+def _refusal(err: wire.WireError) -> str:
+    LOG.info("CNI request refused: [%d] %s", err.code, err.msg)
+    return json.dumps(CniError(err.code, err.msg, err.details).to_json(LATEST))

@@ -101,16 +101,15 @@ class CniHandler:
         self._lock = threading.Lock()
 
     # -- entry -------------------------------------------------------------------------------------------------
-    def handle(self, env: dict[str, str], config: str) -> tuple[int, str]:
-        """Run one CNI call; return (exit code, stdout) with the spec's error JSON on failure.
+    def handle(self, env: dict[str, str], raw_conf: dict[str, Any]) -> tuple[int, str]:
+        """Run one CNI call on a decoded request (:func:`vhostplug.cni.wire.decode_request` decodes the JSON once);
+        return (exit code, stdout) with the spec's error JSON on failure.
 
         ADD, CHECK and STATUS validate the network configuration strictly. DEL and GC do not: they work from what
         ADD stored (see :mod:`vhostplug.cni.records`), so a config edited or broken since ADD never strands a pod.
         """
-        raw_conf = _json_object(config)
-        version = LATEST
-        if raw_conf is not None and isinstance(raw_conf.get("cniVersion"), str):
-            version = raw_conf["cniVersion"]
+        asked = raw_conf.get("cniVersion")
+        version = asked if isinstance(asked, str) else LATEST
         try:
             command = env.get("CNI_COMMAND", "")
             result: dict[str, Any] | None
@@ -122,7 +121,7 @@ class CniHandler:
                 result = None
             else:
                 cni_env = CniEnv.from_env(env)
-                conf, raw = netconf.parse(config)
+                conf, raw = netconf.parse(raw_conf), raw_conf
                 version = negotiate(conf.cni_version, conf.cni_versions)
                 verb: Callable[[CniEnv, NetConf, dict[str, Any], str], dict[str, Any] | None] = {
                     "ADD": self.add,
@@ -529,14 +528,6 @@ class CniHandler:
         if unsafe:
             raise CniError(UNSAFE_PATH, "GC left paths that are no longer safe to touch", "; ".join(unsafe))
         return None
-
-
-def _json_object(config: str) -> dict[str, Any] | None:
-    try:
-        data = json.loads(config)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _forgiving_env(env: dict[str, str]) -> CniEnv:

@@ -22,6 +22,19 @@ SHIM_SOURCE = Path(__file__).with_name("shim.py")
 MIN_PYTHON = (3, 9)
 _PROBE = "import sys; print('%d.%d.%d' % tuple(sys.version_info[:3]))"
 _MAX_LINKS = 40
+WIRE_SOURCE = Path(__file__).with_name("wire.py")
+WIRE_IMPORT = "from vhostplug.cni.wire import "
+
+
+def shim_source() -> str:
+    """shim.py made self-contained: its one import of :mod:`vhostplug.cni.wire` replaced by that module's body
+    (the installed shim runs with ``-I -S`` and cannot import the package)."""
+    lines = SHIM_SOURCE.read_text().split("\n")
+    at = [i for i, line in enumerate(lines) if line.startswith(WIRE_IMPORT)]
+    if len(at) != 1:
+        raise RuntimeError(f"{SHIM_SOURCE} must import {WIRE_IMPORT}... on exactly one line")
+    wire = [line for line in WIRE_SOURCE.read_text().split("\n") if line != "from __future__ import annotations"]
+    return "\n".join(lines[: at[0]] + wire + lines[at[0] + 1 :])
 
 
 class InterpreterError(Exception):
@@ -140,7 +153,7 @@ def install_shim(
     interpreter = python or default_python(host_root)
     check_interpreter(interpreter, host_root)
     dest_dir.mkdir(parents=True, exist_ok=True)
-    body = SHIM_SOURCE.read_text().split("\n", 1)[1]  # drop the source's own shebang line
+    body = shim_source().split("\n", 1)[1]  # drop the source's own shebang line
     target = dest_dir / name
     tmp = dest_dir / f".{name}.tmp"
     tmp.write_text(f"#!{interpreter} -IS\n{body}")  # one shebang argument: -I -S combined

@@ -6,13 +6,12 @@ at ADD, not silently fall back to a default.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vhostplug import fsutil
-from vhostplug.cni.spec import DECODE_FAILURE, INVALID_CONFIG, CniError
+from vhostplug.cni.spec import INVALID_CONFIG, CniError
 from vhostplug.deviceinfo import DEFAULT_CONTAINER_ROOT
 from vhostplug.model import Mode
 
@@ -101,14 +100,9 @@ class NetConf(BaseModel):
         return self.gc_attachments or self.valid_attachments or []
 
 
-def parse(raw: str) -> tuple[NetConf, dict[str, Any]]:
-    """Decode and validate stdin; returns the model and the raw dict (IPAM delegation passes it on unchanged)."""
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise CniError(DECODE_FAILURE, "network configuration is not valid JSON", str(exc)) from None
-    if not isinstance(data, dict):
-        raise CniError(DECODE_FAILURE, "network configuration must be a JSON object")
+def parse(data: dict[str, Any]) -> NetConf:
+    """Validate a decoded netconf (the agent decodes stdin once, in :mod:`vhostplug.cni.wire`); IPAM delegation
+    passes the dict itself on unchanged."""
     try:
         conf = NetConf.model_validate(data)
     except ValidationError as exc:
@@ -123,4 +117,4 @@ def parse(raw: str) -> tuple[NetConf, dict[str, Any]]:
             fsutil.check_component(conf.effective_device_id, "deviceID")
         except fsutil.UnsafePathError as exc:
             raise CniError(INVALID_CONFIG, str(exc)) from None
-    return conf, data
+    return conf

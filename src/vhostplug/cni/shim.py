@@ -11,9 +11,7 @@ top-level ``agentSocket`` is picked out, by :func:`top_level_strings`. `json` (a
 on the cold paths (VERSION, errors, netconfs that scanner is not sure about); `socket` is used through its C half
 `_socket` where there is one, which skips the ~6 ms that `socket`'s own enum and selectors imports cost each exec.
 
-Wire format (one exchange per connection, both ends in this package):
-  request  ``VHP2 <env-bytes>\\n`` + ``CNI_*=value`` entries joined by NUL + the netconf bytes from stdin
-  answer   ``<exit-code> <agent-ms>\\n`` + what the plugin prints on stdout
+The wire format to the agent is :mod:`vhostplug.cni.wire`'s (inlined into the installed executable).
 """
 
 from __future__ import annotations
@@ -22,6 +20,8 @@ import os
 import sys
 import time
 
+from vhostplug.cni.wire import MAX_REPLY, MAX_REQUEST, decode_reply, encode_request, too_large  # install_shim inlines
+
 try:  # CPython: the C half of the standard library's `socket`, the same calls without its start-up imports
     import _socket as _net
 except ImportError:  # another Python
@@ -29,11 +29,9 @@ except ImportError:  # another Python
 
 SUPPORTED = ("0.4.0", "1.0.0", "1.1.0")
 DEFAULT_AGENT_SOCKET = "/run/vhostplug/agent.sock"
-WIRE_MAGIC = b"VHP2"
 # how long to keep trying to reach the agent, and how long the whole exchange may take, per verb
 CONNECT_WAIT = {"ADD": 30.0, "DEL": 5.0, "CHECK": 5.0, "STATUS": 2.0, "GC": 5.0}
 REPLY_WAIT = {"ADD": 120.0, "DEL": 60.0, "CHECK": 30.0, "STATUS": 10.0, "GC": 120.0}
-MAX_REPLY = 16 * 1024 * 1024
 _WS = " \t\r\n"
 
 
@@ -112,12 +110,6 @@ def _write(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def encode_request(env: dict[bytes, bytes], stdin: bytes) -> bytes:
-    """The request for the agent: the ``CNI_*`` variables and the netconf exactly as the runtime gave them."""
-    env_block = b"\0".join(k + b"=" + v for k, v in env.items() if k.startswith(b"CNI_"))
-    return b"%s %d\n%s%s" % (WIRE_MAGIC, len(env_block), env_block, stdin)
-
-
 def _emit(obj: dict[str, object], code: int) -> int:
     import json  # cold path only
 
@@ -132,15 +124,19 @@ def _error(version: str, code: int, msg: str, details: str = "") -> int:
     return _emit(err, 1)
 
 
-def _slow_parse(text: str) -> dict[str, object] | None:
-    """The netconf decoded with `json` (cold path); None when it is not a JSON object."""
+def _slow_parse(text: str) -> dict[str, object] | str:
+    """The netconf decoded with `json` (cold path); why not, when it is not a JSON object."""
     import json
 
+    if not text.strip():
+        return "no network configuration on stdin"
     try:
-        conf = json.loads(text) if text.strip() else {}
-    except ValueError:
-        return None
-    return conf if isinstance(conf, dict) else None
+        conf = json.loads(text)
+    except RecursionError:
+        return "network configuration is nested too deeply"
+    except ValueError as exc:
+        return f"network configuration on stdin is not valid JSON: {exc}"
+    return conf if isinstance(conf, dict) else "network configuration on stdin is not a JSON object"
 
 
 def _connect(path: str, wait: float) -> _net.socket:
@@ -152,6 +148,9 @@ def _connect(path: str, wait: float) -> _net.socket:
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             sock.connect(path)
             return sock
+        except PermissionError:
+            sock.close()
+            raise
         except OSError:
             sock.close()
             if time.monotonic() + delay > deadline:
@@ -180,10 +179,9 @@ def _exchange(sock: _net.socket, request: bytes, wait: float) -> bytes | None:
 def run(env: dict[bytes, bytes], stdin: bytes) -> int:
     command = env.get(b"CNI_COMMAND", b"").decode("utf-8", "replace")
     text = stdin.decode("utf-8", "replace")
-    conf = top_level_strings(text, ("agentSocket", "cniVersion")) if command != "VERSION" else None
-    if conf is None:
-        conf = _slow_parse(text)
-    asked = conf.get("cniVersion") if conf is not None else None
+    found = top_level_strings(text, ("agentSocket", "cniVersion")) if command != "VERSION" else None
+    conf = found if found is not None else _slow_parse(text)
+    asked = conf.get("cniVersion") if isinstance(conf, dict) else None
     version = asked if isinstance(asked, str) else "1.1.0"
     if command == "VERSION":
         return _emit(
@@ -193,14 +191,24 @@ def run(env: dict[bytes, bytes], stdin: bytes) -> int:
         return _error(
             version, 4, f"CNI_COMMAND {command!r} is not supported", "expected ADD, DEL, CHECK, STATUS, GC or VERSION"
         )
-    if conf is None:
-        return _error(version, 6, "network configuration on stdin is not a JSON object")
+    if isinstance(conf, str):
+        return _error(version, 6, conf)
     agent = conf.get("agentSocket") or DEFAULT_AGENT_SOCKET
     if not isinstance(agent, str) or not agent.startswith("/") or "\0" in agent:
         return _error(version, 7, f"agentSocket {agent!r} must be an absolute path")
     request = encode_request(env, stdin)
+    if len(request) > MAX_REQUEST:
+        refused = too_large(len(request))
+        return _error(version, refused.code, refused.msg, refused.details)
     try:
         sock = _connect(agent, CONNECT_WAIT[command])
+    except PermissionError as exc:  # EACCES / EPERM: waiting will not change who we run as
+        return _error(
+            version,
+            5,
+            f"permission denied connecting to the vhostplug node agent at {agent} (running as uid {os.getuid()})",
+            f"{exc.strerror or exc}; the agent's socket is root-only (0600): run the plugin as root, as runtimes do",
+        )
     except OSError as exc:
         msg = f"the vhostplug node agent is not reachable at {agent}"
         return _error(version, 11, msg, f"{exc.strerror or exc}; try again later")
@@ -212,12 +220,10 @@ def run(env: dict[bytes, bytes], stdin: bytes) -> int:
         sock.close()
     if reply is None:
         return _error(version, 5, "the node agent's reply is too large")
-    head, _, out = reply.partition(b"\n")
-    code_text, _, agent_ms = head.partition(b" ")
-    try:
-        code = int(code_text)
-    except ValueError:
+    answer = decode_reply(reply)
+    if answer is None:
         return _error(version, 11, "the node agent gave no valid answer (did it restart?)", "try again later")
+    code, agent_ms, out = answer
     if out:
         _write(1, out if out.endswith(b"\n") else out + b"\n")
     if env.get(b"VHOSTPLUG_SHIM_TIMING"):  # for bench/cni_latency.py: the agent's own request-in to answer-out time

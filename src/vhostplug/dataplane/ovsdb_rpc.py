@@ -35,31 +35,40 @@ def transact(endpoint: str, ops: list[dict[str, Any]], timeout: float = 5.0) -> 
             sock.connect(path)
         except OSError as exc:
             raise OvsdbRpcError(f"cannot connect to OVSDB at {path}: {exc.strerror or exc}") from exc
-        sock.sendall(json.dumps(request).encode())
-        decoder = json.JSONDecoder()
+        try:
+            return _exchange(sock, request)
+        except TimeoutError as exc:  # a stopped or overloaded ovsdb-server: connected but silent
+            raise OvsdbRpcError(f"OVSDB at {path} did not answer within {timeout:g}s") from exc
+        except OSError as exc:
+            raise OvsdbRpcError(f"OVSDB at {path} failed mid-transaction: {exc.strerror or exc}") from exc
+
+
+def _exchange(sock: socket.socket, request: dict[str, Any]) -> list[dict[str, Any]]:
+    sock.sendall(json.dumps(request).encode())
+    decoder = json.JSONDecoder()
+    buf = ""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise OvsdbRpcError("OVSDB closed the connection before answering")
+        buf += chunk.decode()
+        try:
+            msg, _ = decoder.raw_decode(buf.lstrip())
+        except ValueError:
+            continue
         buf = ""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise OvsdbRpcError("OVSDB closed the connection before answering")
-            buf += chunk.decode()
-            try:
-                msg, _ = decoder.raw_decode(buf.lstrip())
-            except ValueError:
-                continue
-            buf = ""
-            if msg.get("method") == "echo":
-                sock.sendall(json.dumps({"result": msg.get("params", []), "error": None, "id": msg["id"]}).encode())
-                continue
-            if msg.get("id") != 1:
-                continue
-            if msg.get("error"):
-                raise OvsdbRpcError(f"OVSDB error: {msg['error']}")
-            results: list[dict[str, Any]] = msg["result"]
-            for r in results:
-                if r and "error" in r:
-                    raise OvsdbRpcError(f"OVSDB operation failed: {r['error']}: {r.get('details', '')}")
-            return results
+        if msg.get("method") == "echo":
+            sock.sendall(json.dumps({"result": msg.get("params", []), "error": None, "id": msg["id"]}).encode())
+            continue
+        if msg.get("id") != 1:
+            continue
+        if msg.get("error"):
+            raise OvsdbRpcError(f"OVSDB error: {msg['error']}")
+        results: list[dict[str, Any]] = msg["result"]
+        for r in results:
+            if r and "error" in r:
+                raise OvsdbRpcError(f"OVSDB operation failed: {r['error']}: {r.get('details', '')}")
+        return results
 
 
 def ovs_map(value: Any) -> dict[str, str]:

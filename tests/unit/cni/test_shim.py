@@ -14,16 +14,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vhostplug.agent.server import parse_request
-from vhostplug.cni import shim
-from vhostplug.cni.install import install_shim
-from vhostplug.cni.spec import CniError
+from vhostplug.cni import shim, wire
+from vhostplug.cni.install import install_shim, shim_source
 
 STDLIB_OK = {"__future__", "json", "os", "socket", "_socket", "sys", "time", "errno", "select", "struct", "typing"}
 
 
 def test_shim_imports_only_the_standard_library() -> None:
-    tree = ast.parse(Path(shim.__file__).read_text())
+    tree = ast.parse(shim_source())  # as installed: shim.py with vhostplug.cni.wire inlined
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -32,6 +30,21 @@ def test_shim_imports_only_the_standard_library() -> None:
             names.add((node.module or "").split(".")[0])
     assert names <= STDLIB_OK, names - STDLIB_OK
     assert names <= set(sys.stdlib_module_names) | {"__future__"}
+
+
+def test_wire_module_imports_only_what_the_shim_may_and_json_only_lazily() -> None:
+    tree = ast.parse(Path(wire.__file__).read_text())
+    top = {
+        (node.module or "") if isinstance(node, ast.ImportFrom) else node.names[0].name
+        for node in tree.body
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+    }
+    assert top <= {"__future__", "typing"}, top  # typing only under TYPE_CHECKING (never at run time)
+    installed = shim_source()
+    assert "vhostplug" not in {
+        (n.module or "").split(".")[0] for n in ast.walk(ast.parse(installed)) if isinstance(n, ast.ImportFrom)
+    }
+    assert "def decode_request" in installed and "def encode_request" in installed
 
 
 def test_installed_shim_runs_isolated(short_dir: Path) -> None:
@@ -104,18 +117,40 @@ def test_top_level_strings_cases(text: str, expected: dict[str, str] | None) -> 
     assert shim.top_level_strings(text, ("agentSocket", "cniVersion")) == expected
 
 
-def test_request_round_trip_through_the_agent_parser() -> None:
+def test_request_round_trip_through_the_agent_decoder() -> None:
     env = {b"CNI_COMMAND": b"ADD", b"CNI_ARGS": b"", b"CNI_IFNAME": b"net1", b"PATH": b"/bin"}
-    got_env, config = parse_request(shim.encode_request(env, b'{"a": "\xc3\xa9"}'))
+    got_env, conf = wire.decode_request(wire.encode_request(env, b'{"a": "\xc3\xa9"}'))
     assert got_env == {"CNI_COMMAND": "ADD", "CNI_ARGS": "", "CNI_IFNAME": "net1"}
-    assert config == '{"a": "é"}'
+    assert conf == {"a": "é"}
 
 
 @pytest.mark.parametrize(
     "request_bytes",
-    [b'{"env": {}, "config": "{}"}', b"VHP2 99\nCNI_COMMAND=ADD", b"VHP2 x\n", b"VHP2 5\nNOEQ\0{}", b"VHP2 0\n\xff"],
+    [
+        b'{"env": {}, "config": "{}"}',
+        b"VHP2 99\nCNI_COMMAND=ADD",
+        b"VHP2 x\n",
+        b"VHP2 5\nNOEQ\0{}",
+        b"VHP2 0\n\xff",
+        b"VHP2 0\n",  # no netconf at all
+        b"VHP2 0\n  \n",
+        b"VHP2 0\n[1]",
+        b"VHP2 0\n" + b"[" * 100_000,  # json.loads would raise RecursionError
+        b"VHP2 0\n" + b'{"a":' * 65 + b"1" + b"}" * 65,  # valid JSON, deeper than the limit
+    ],
 )
 def test_malformed_requests_are_decode_failures(request_bytes: bytes) -> None:
-    with pytest.raises(CniError) as err:
-        parse_request(request_bytes)
+    with pytest.raises(wire.WireError) as err:
+        wire.decode_request(request_bytes)
     assert err.value.code == 6
+
+
+def test_request_limits_and_env_encoding() -> None:
+    with pytest.raises(wire.WireError) as err:
+        wire.decode_request(b"VHP2 0\n" + b" " * wire.MAX_REQUEST)
+    assert err.value.code == 7 and "4 MiB" in err.value.msg
+    with pytest.raises(wire.WireError) as err:
+        wire.decode_request(wire.encode_request({b"CNI_IFNAME": b"n\xffx"}, b"{}"))
+    assert err.value.code == 4 and "CNI_IFNAME" in err.value.msg
+    deep_ok = b'{"a":' * 63 + b"1" + b"}" * 63
+    assert wire.depth(wire.decode_request(b"VHP2 0\n" + deep_ok)[1]) == 63
