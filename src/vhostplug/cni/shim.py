@@ -124,19 +124,20 @@ def _error(version: str, code: int, msg: str, details: str = "") -> int:
     return _emit(err, 1)
 
 
-def _slow_parse(text: str) -> dict[str, object] | str:
-    """The netconf decoded with `json` (cold path); why not, when it is not a JSON object."""
+def _slow_parse(text: str) -> dict[str, object] | tuple[str, str]:
+    """The netconf decoded with `json` (cold path); (message, details) when it is not a JSON object."""
     import json
 
+    what = "network configuration on stdin is not a JSON object"
     if not text.strip():
-        return "no network configuration on stdin"
+        return "no network configuration on stdin", "a CNI plugin reads its network configuration from stdin"
     try:
         conf = json.loads(text)
     except RecursionError:
-        return "network configuration is nested too deeply"
+        return what, "it is nested too deeply"
     except ValueError as exc:
-        return f"network configuration on stdin is not valid JSON: {exc}"
-    return conf if isinstance(conf, dict) else "network configuration on stdin is not a JSON object"
+        return what, f"not valid JSON: {exc}"
+    return conf if isinstance(conf, dict) else (what, f"it is a JSON {type(conf).__name__}")
 
 
 def _connect(path: str, wait: float) -> _net.socket:
@@ -191,8 +192,8 @@ def run(env: dict[bytes, bytes], stdin: bytes) -> int:
         return _error(
             version, 4, f"CNI_COMMAND {command!r} is not supported", "expected ADD, DEL, CHECK, STATUS, GC or VERSION"
         )
-    if isinstance(conf, str):
-        return _error(version, 6, conf)
+    if isinstance(conf, tuple):
+        return _error(version, 6, *conf)
     agent = conf.get("agentSocket") or DEFAULT_AGENT_SOCKET
     if not isinstance(agent, str) or not agent.startswith("/") or "\0" in agent:
         return _error(version, 7, f"agentSocket {agent!r} must be an absolute path")
