@@ -123,9 +123,10 @@ def test_the_schema_check_catches_a_typo() -> None:
 
 @pytest.mark.parametrize("nad", _by_kind("NetworkAttachmentDefinition"), ids=lambda d: d["metadata"]["name"])
 def test_nad_config_is_a_vhostplug_netconf(nad: dict[str, Any]) -> None:
-    from vhostplug.cni import netconf
+    from vhostplug.cni import netconf, wire
 
-    conf, raw = netconf.parse(nad["spec"]["config"])
+    raw = wire.decode_netconf(nad["spec"]["config"].encode())  # as the agent decodes stdin
+    conf = netconf.parse(raw)
     assert raw["type"] == "vhostplug" and raw["name"] == nad["metadata"]["name"]
     assert conf.cni_version in ("1.0.0", "1.1.0")
     # Multus hands the allocated device over only when the NAD names the resource and the plugin declares it
