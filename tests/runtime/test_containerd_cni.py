@@ -10,6 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from tests.runtime.conftest import Runtime
@@ -134,3 +135,29 @@ def test_containerd_restart_keeps_pods(runtime: Runtime) -> None:
     for sid, s in seen.items():
         remove(runtime, sid)
         check_detached(runtime, sid, s)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"cni_version": "1.1.0"}, 'plugin type="vhostplug" failed (add): unsupported CNI result version "1.1.0"'),
+        ({"ipam": None}, "failed to find network info for sandbox"),
+    ],
+    ids=["cni-1.1.0", "no-ipam"],
+)
+def test_what_containerd_1_6_refuses(runtime: Runtime, change: dict[str, Any], message: str) -> None:
+    """docs/cni.md's matrix: a 1.1.0 result is beyond containerd 1.6's libcni, and CRI needs an IP on eth0. Our ADD
+    succeeds, containerd fails the sandbox and sends DEL: nothing is left."""
+    conflist = runtime.conflist(cni_version=change.get("cni_version", "1.0.0"))
+    if "ipam" in change:
+        del conflist["plugins"][0]["ipam"]
+    runtime.use(conflist)
+    before = runtime.node.cni_calls()
+    with pytest.raises(grpc.RpcError) as err:
+        runtime.ctrd.cri.run_sandbox(_name())
+    assert message in (err.value.details() or ""), err.value.details()
+    calls = runtime.node.cni_calls()
+    assert calls.get("ADD/0", 0) - before.get("ADD/0", 0) == 1
+    assert calls.get("DEL/0", 0) - before.get("DEL/0", 0) >= 1
+    assert runtime.node.ports() == []
+    assert runtime.ctrd.cri.list_sandboxes() == []
