@@ -50,6 +50,7 @@ class AgentNode:
         self.socket_root = self.dir / "s"
         self.config = self.dir / "agent.json"
         self.log = self.dir / "agent.log"
+        self.state_dir = self.dir / "state"  # the agent's records of what each ADD made
         self.metrics_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.dataplane = OvsDataplane(ovs.endpoint, ovs_rundir=ovs.run_dir)
@@ -61,6 +62,7 @@ class AgentNode:
             "dataplane": {"backend": "ovs", "ovsdb": self.ovs.endpoint, "ovsRundir": str(self.ovs.run_dir)},
             "metricsPort": self.metrics_port,
             "relocateSeconds": 0.2,
+            "stateDir": str(self.state_dir),
         }
 
     def start(self, timeout: float = 30.0) -> None:
@@ -85,10 +87,22 @@ class AgentNode:
         self.proc = None
 
     # -- what the agent did ------------------------------------------------------------------------------------
+    def metrics_text(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def cni_seconds(self) -> dict[str, tuple[int, float]]:
+        """Agent-side CNI latency by verb: (count, total seconds)."""
+        text = self.metrics_text()
+        out: dict[str, tuple[int, float]] = {}
+        for m in re.finditer(r'^vhostplug_cni_seconds_count\{verb="(\w+)"\} ([0-9.e+]+)$', text, re.M):
+            total = re.search(rf'^vhostplug_cni_seconds_sum\{{verb="{m.group(1)}"\}} ([0-9.e+-]+)$', text, re.M)
+            out[m.group(1)] = (int(float(m.group(2))), float(total.group(1)) if total else 0.0)
+        return out
+
     def cni_calls(self) -> dict[str, int]:
         """CNI requests the agent has answered, by ``VERB`` and ``VERB/code``, from its Prometheus endpoint."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
+        text = self.metrics_text()
         out: dict[str, int] = {}
         for m in re.finditer(r'^vhostplug_cni_requests_total\{code="(\d+)",verb="(\w+)"\} ([0-9.e+]+)$', text, re.M):
             code, verb, n = m.group(1), m.group(2), int(float(m.group(3)))
@@ -107,6 +121,8 @@ class AgentNode:
         left = [f"OVS port {p.name} ({p.attachment_key})" for p in self.ports()]
         if self.socket_root.exists():
             left += [f"socket folder {p}" for p in self.socket_root.iterdir()]
+        if self.state_dir.exists():
+            left += [f"agent record {p.name}" for p in self.state_dir.iterdir()]
         return left
 
     def close(self) -> None:
