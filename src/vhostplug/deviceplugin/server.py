@@ -85,6 +85,7 @@ def preferred(
 
     Without ``must_include`` and with topology known, the NUMA node holding the most available devices is preferred.
     """
+    size = max(0, size)  # allocation_size is an int32: a negative one asks for nothing
     chosen = list(dict.fromkeys(must_include))[:size]
     rest = [d for d in available if d not in chosen]
     nodes = {numa.get(d) for d in chosen} - {None}

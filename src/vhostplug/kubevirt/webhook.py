@@ -17,6 +17,7 @@ import base64
 import contextlib
 import ctypes
 import ctypes.util
+import gc
 import json
 import logging
 import os
@@ -218,11 +219,29 @@ def _ptr(*parts: str | int) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in parts)
 
 
+def _working_copy(pod: dict[str, Any]) -> dict[str, Any]:
+    """A copy of just what a patch may change (containers' resources and volumeMounts, spec.volumes), sharing the
+    rest with ``pod``: a 5 MB pod is not copied whole."""
+    spec = dict(pod.get("spec") or {})
+    containers = []
+    for c in spec.get("containers") or []:
+        c = dict(c)
+        if isinstance(c.get("resources"), dict):
+            c["resources"] = {k: dict(v) if isinstance(v, dict) else v for k, v in c["resources"].items()}
+        if isinstance(c.get("volumeMounts"), list):
+            c["volumeMounts"] = list(c["volumeMounts"])
+        containers.append(c)
+    spec["containers"] = containers
+    if isinstance(spec.get("volumes"), list):
+        spec["volumes"] = list(spec["volumes"])
+    return {**pod, "spec": spec}
+
+
 class _Patch:
     """Builds JSONPatch ops against a working copy of the pod, so later ops see earlier ones (no duplicates)."""
 
     def __init__(self, pod: dict[str, Any]) -> None:
-        self.pod = json.loads(json.dumps(pod))
+        self.pod = _working_copy(pod)
         self.ops: list[dict[str, Any]] = []
 
     def ensure(self, path: list[str | int], default: Any) -> Any:
@@ -349,8 +368,8 @@ async def count_devices(
 _KIND_NAMES: dict[type[Any], str] = {dict: "an object", list: "a list", str: "a string"}
 
 
-def _expect(value: Any, kind: type[Any], where: str) -> Any:
-    if value is not None and not isinstance(value, kind):
+def _expect(value: Any, kind: type[Any], where: str, optional: bool = True) -> Any:
+    if not (optional and value is None) and not isinstance(value, kind):
         name = _KIND_NAMES.get(kind, kind.__name__)
         raise ReviewError(f"{where} must be {name}, not {type(value).__name__}")
     return value
@@ -366,7 +385,7 @@ def check_pod(pod: dict[str, Any]) -> None:
             _expect(v, str, f"metadata.{key}[{_short(k, 40)}]")
     spec = _expect(pod.get("spec"), dict, "spec") or {}
     for n, volume in enumerate(_expect(spec.get("volumes"), list, "spec.volumes") or []):
-        _expect(volume, dict, f"spec.volumes[{n}]")
+        _expect(volume, dict, f"spec.volumes[{n}]", optional=False)
         _expect(volume.get("name"), str, f"spec.volumes[{n}].name")
     for n, c in enumerate(_expect(spec.get("containers"), list, "spec.containers") or []):
         where = f"spec.containers[{n}]"
@@ -377,7 +396,7 @@ def check_pod(pod: dict[str, Any]) -> None:
         for kind in ("requests", "limits"):
             _expect(resources.get(kind), dict, f"{where}.resources.{kind}")
         for m, mount in enumerate(_expect(c.get("volumeMounts"), list, f"{where}.volumeMounts") or []):
-            _expect(mount, dict, f"{where}.volumeMounts[{m}]")
+            _expect(mount, dict, f"{where}.volumeMounts[{m}]", optional=False)
 
 
 def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
@@ -528,6 +547,7 @@ _libc: Any = None
 def release_memory() -> None:
     """Hand freed heap back to the OS (glibc ``malloc_trim``); a no-op elsewhere."""
     global _libc
+    gc.collect()  # request objects may sit in reference cycles that hold the body
     if _libc is None:
         name = ctypes.util.find_library("c")
         try:
@@ -541,6 +561,30 @@ def release_memory() -> None:
 def _too_large(size: int | None) -> web.Response:
     what = f"{size} bytes" if size is not None else "the request body"
     return web.json_response({"error": f"{what} is more than the {MAX_BODY} bytes a review may have"}, status=413)
+
+
+async def answer(raw: bytes, resolver: NadResolver, config: WebhookConfig) -> tuple[int, dict[str, Any]]:
+    """The HTTP status and JSON answer for one request body: 200 with an AdmissionReview whenever the body is a review
+    with a uid (allowed, or denied saying why), else 400 with ``{"error": ...}``."""
+    try:
+        body = decode(raw)
+    except ReviewError as exc:
+        return 400, {"error": str(exc)}
+    if not depth_ok(body):
+        uid = _uid_of(body)
+        if uid is None:
+            return 400, {"error": TOO_DEEP}
+        return 200, _response(uid, allowed=False, message=f"vhostplug: {TOO_DEEP}", code=400)
+    try:
+        return 200, await review(body, resolver, config)
+    except ReviewError as exc:
+        return 400, {"error": str(exc)}
+    except Exception as exc:  # never crash the server on one request
+        log.exception("mutate failed")
+        uid = _uid_of(body)
+        if uid is not None:
+            return 200, _response(uid, allowed=False, message=f"vhostplug: internal error: {exc}", code=500)
+        return 500, {"error": f"internal error: {exc}"}
 
 
 def make_app(
@@ -557,29 +601,6 @@ def make_app(
             certs.check()
         return await handler(request)
 
-    async def answer(raw: bytes) -> web.Response:
-        try:
-            body = decode(raw)
-        except ReviewError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        if not depth_ok(body):
-            uid = _uid_of(body)
-            if uid is None:
-                return web.json_response({"error": TOO_DEEP}, status=400)
-            return web.json_response(_response(uid, allowed=False, message=f"vhostplug: {TOO_DEEP}", code=400))
-        try:
-            return web.json_response(await review(body, resolver, config))
-        except ReviewError as exc:
-            return web.json_response({"error": str(exc)}, status=400)
-        except Exception as exc:  # never crash the server on one request
-            log.exception("mutate failed")
-            uid = _uid_of(body)
-            if uid is not None:
-                return web.json_response(
-                    _response(uid, allowed=False, message=f"vhostplug: internal error: {exc}", code=500)
-                )
-            return web.json_response({"error": f"internal error: {exc}"}, status=500)
-
     async def mutate(request: web.Request) -> web.Response:
         # refuse what is too large before reading it; a chunked body is read up to the limit only
         if request.content_length is not None and request.content_length > MAX_BODY:
@@ -588,11 +609,13 @@ def make_app(
             async with asyncio.timeout(body_timeout):
                 raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
+            release_memory()  # up to MAX_BODY was buffered before the size was known
             return _too_large(None)
         except TimeoutError:
             return web.json_response({"error": f"request body not received within {body_timeout:g}s"}, status=408)
         try:
-            return await answer(raw)
+            status, payload = await answer(raw, resolver, config)
+            return web.json_response(payload, status=status)
         finally:
             if len(raw) >= TRIM_AFTER:
                 del raw
