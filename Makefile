@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/deviceplugin_allocate.py
 	$(BIN)/python bench/migration_downtime.py
 	$(BIN)/python bench/dataplane.py
+	$(BIN)/python bench/footprint.py
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py
