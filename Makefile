@@ -16,7 +16,7 @@ typecheck: setup
 test: setup
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy --strict src
-	$(BIN)/python -m pytest -ra tests/unit tests/functional tests/runtime tests/e2e
+	$(BIN)/python -m pytest -ra tests/unit tests/fuzz tests/functional tests/runtime tests/e2e
 
 unit: setup
 	$(BIN)/python -m pytest -ra tests/unit
