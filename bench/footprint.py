@@ -99,21 +99,21 @@ class Client:
 
 def send_raw(port: int, ctx: ssl.SSLContext, head: bytes, body_bytes: int) -> bytes:
     """Send a head and up to ``body_bytes`` of body (stop when the server has answered/closed); the answer's start."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as raw:
-        with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
-            tls.sendall(head)
-            chunk = b"x" * (1 << 20)
-            sent = 0
-            try:
-                while sent < body_bytes:
-                    tls.sendall(chunk[: min(len(chunk), body_bytes - sent)])
-                    sent += len(chunk)
-            except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
-                pass
-            try:
-                return tls.recv(64)
-            except (ConnectionResetError, ssl.SSLError):
-                return b""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with raw, ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+        tls.sendall(head)
+        chunk = b"x" * (1 << 20)
+        sent = 0
+        try:
+            while sent < body_bytes:
+                tls.sendall(chunk[: min(len(chunk), body_bytes - sent)])
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass
+        try:
+            return tls.recv(64)
+        except (ConnectionResetError, ssl.SSLError):
+            return b""
 
 
 def bench_webhook(work: Path, ordinary: int) -> dict[str, Any]:
