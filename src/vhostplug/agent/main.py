@@ -16,6 +16,7 @@ from vhostplug.agent.server import CniServer
 from vhostplug.cni.handler import CniHandler, HandlerOptions
 from vhostplug.dataplane import registry
 from vhostplug.protocols import Dataplane
+from vhostplug.vdpa.attach import VdpaPolicy
 
 LOG = logging.getLogger("vhostplug.agent")
 
@@ -54,13 +55,9 @@ class Agent:
         self.dataplane: Dataplane = registry.create(
             config.dataplane.backend, config.dataplane.ovsdb, config.dataplane.ovs_rundir
         )
-        self.handler = CniHandler(
-            self.dataplane, HandlerOptions(ownership=config.ownership.to_ownership(), state_dir=config.state_dir)
-        )
-        self.metrics = Metrics()
-        self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self.device_plugins: Any = None
         self._dp_config: Any = None
+        vdpa = VdpaPolicy()
         if config.device_plugin is not None:
             from vhostplug.deviceplugin.config import ConfigError as DevicePluginConfigError
             from vhostplug.deviceplugin.config import load_config
@@ -69,6 +66,12 @@ class Agent:
                 self._dp_config = load_config(config.device_plugin)
             except DevicePluginConfigError as exc:
                 raise ConfigError(f"invalid devicePlugin configuration: {exc}") from None
+            pools = self._dp_config.vdpa  # the CNI finds vDPA devices where, and as, the pools do
+            vdpa = VdpaPolicy(pools.sysfs_root, pools.dev_root, tuple(pools.pools))
+        options = HandlerOptions(ownership=config.ownership.to_ownership(), state_dir=config.state_dir, vdpa=vdpa)
+        self.handler = CniHandler(self.dataplane, options)
+        self.metrics = Metrics()
+        self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self._stop = asyncio.Event()
 
     def health_probe(self) -> tuple[bool, str]:

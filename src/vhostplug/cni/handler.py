@@ -52,6 +52,8 @@ from vhostplug.model import (
     port_name_for,
 )
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
+from vhostplug.vdpa import verbs as vdpa_verbs
+from vhostplug.vdpa.attach import VdpaPolicy
 
 LOG = logging.getLogger(__name__)
 
@@ -81,6 +83,7 @@ class HandlerOptions:
     attach_timeout: float = 5.0
     #: where the agent keeps its record of what each ADD made (see vhostplug.cni.records)
     state_dir: Path = field(default_factory=lambda: records.DEFAULT_ROOT)
+    vdpa: VdpaPolicy | None = None  # node policy for "device": "vdpa" networks (sysfs, /dev, pools)
 
 
 def _check_socket_path(path: str, side: str) -> None:
@@ -128,6 +131,8 @@ class CniHandler:
                     "CHECK": self.check,
                     "STATUS": self.status,
                 }[cni_env.command]
+                if conf.device == "vdpa":
+                    verb = self._vdpa_verb
                 result = verb(cni_env, conf, raw, version)
         except CniError as err:
             return 1, json.dumps(err.to_json(version))
@@ -139,6 +144,19 @@ class CniHandler:
                 CniError(IO_FAILURE, "internal error in the vhostplug agent", repr(exc)).to_json(version)
             )
         return 0, json.dumps(result) if result is not None else ""
+
+    # -- vDPA (vhostplug.vdpa; DEL and GC find its attachments by their records, see _forget) ----------------------
+    def _vdpa_verb(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> dict[str, Any] | None:
+        if env.command == "STATUS":
+            self.status(env, conf, raw, version)
+            vdpa_verbs.status(self.options.vdpa)
+            return None
+        att = vdpa_verbs.attacher(self.dataplane, self.options.vdpa, self.options.attach_timeout)
+        with self._lock:
+            if env.command == "ADD":
+                return vdpa_verbs.add(att, env, conf, raw, version, self._ipam_env, self.records)
+            vdpa_verbs.check(att, env, conf, raw, self._ipam_env)
+        return None
 
     # -- planning ----------------------------------------------------------------------------------------------
     def plan(self, env: CniEnv, conf: NetConf, raw: dict[str, Any]) -> Plan:
@@ -406,7 +424,9 @@ class CniHandler:
                 break
         if record is None and port is not None:
             record = _record_from_port(port)
-        if port is not None:
+        if port is not None and vdpa_verbs.is_vdpa(port):
+            vdpa_verbs.undo(self.dataplane, self.options.vdpa, port)  # its netdev back to the host, then the port
+        elif port is not None:
             self.dataplane.detach(port.name)
         if record is not None:
             self._remove_made(record)

@@ -48,6 +48,10 @@ class NetConf(BaseModel):
     type: Literal["vhostplug"]
     bridge: str = DEFAULT_BRIDGE
     mode: Mode = Mode.SERVER
+    # "vdpa": plug the vDPA device the pool handed out (runtimeConfig.deviceID); see vhostplug.vdpa and docs/vdpa.md
+    device: Literal["vhost-user", "vdpa"] = "vhost-user"
+    resource_name: str | None = Field(None, alias="resourceName")
+    iface_id: str | None = Field(None, alias="ifaceID", min_length=1, max_length=255)
     mtu: int | None = Field(None, ge=68, le=9710)
     vlan: int | None = Field(None, ge=0, le=4095)
     socket_root: str = Field(DEFAULT_SOCKET_ROOT, alias="socketRoot")

@@ -35,6 +35,23 @@ BRIDGE_MARK = "vhostplug-created"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 
 
+def insert_bridge(api: Any, txn: Any, name: str) -> Any:
+    """A ``datapath_type=netdev`` bridge with its local port, marked as made by us, inside the caller's transaction."""
+    bridge = txn.insert(api._tables["Bridge"])
+    bridge.name = name
+    bridge.datapath_type = "netdev"
+    bridge.external_ids = {BRIDGE_MARK: "true"}
+    local_iface = txn.insert(api._tables["Interface"])
+    local_iface.name = name
+    local_iface.type = "internal"
+    local_port = txn.insert(api._tables["Port"])
+    local_port.name = name
+    local_port.interfaces = [local_iface]
+    bridge.ports = [local_port]
+    api._ovs.addvalue("bridges", bridge)
+    return bridge
+
+
 class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
     """Bridge (if missing) + Port + Interface for one attachment, inside the caller's transaction."""
 
@@ -48,18 +65,7 @@ class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         tables = self.api._tables
         bridge = idlutils.row_by_value(self.api.idl, "Bridge", "name", att.bridge, None)
         if bridge is None:
-            bridge = txn.insert(tables["Bridge"])
-            bridge.name = att.bridge
-            bridge.datapath_type = "netdev"
-            bridge.external_ids = {BRIDGE_MARK: "true"}
-            local_iface = txn.insert(tables["Interface"])
-            local_iface.name = att.bridge
-            local_iface.type = "internal"
-            local_port = txn.insert(tables["Port"])
-            local_port.name = att.bridge
-            local_port.interfaces = [local_iface]
-            bridge.ports = [local_port]
-            self.api._ovs.addvalue("bridges", bridge)
+            bridge = insert_bridge(self.api, txn, att.bridge)
         elif bridge.datapath_type != "netdev":
             raise DataplaneError(
                 f"bridge {att.bridge} has datapath_type={bridge.datapath_type or 'system'}; "

@@ -1,0 +1,134 @@
+"""The handler's ``"device": "vdpa"`` path: CNI verbs on top of :class:`~vhostplug.vdpa.attach.VdpaAttacher`, with
+IPAM delegated as for vhost-user and the same rollback discipline (every ADD step pushes its undo)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from vhostplug.cni import ipam
+from vhostplug.cni.netconf import NetConf
+from vhostplug.cni.records import Record, RecordStore
+from vhostplug.cni.spec import INVALID_CONFIG, STATUS_UNAVAILABLE, TRY_AGAIN_LATER, CniEnv, CniError
+from vhostplug.dataplane.ovs import OvsDataplane
+from vhostplug.model import VhostUserPort
+from vhostplug.protocols import Dataplane
+from vhostplug.vdpa.attach import VdpaAttacher, VdpaPolicy, VdpaRequest, result
+from vhostplug.vdpa.ovsport import ID_VDPA_DEVICE
+
+LOG = logging.getLogger(__name__)
+
+
+class IpamEnv(Protocol):
+    def __call__(self, env: CniEnv, container_id: str, ifname: str) -> dict[str, str]: ...
+
+
+def attacher(dataplane: Dataplane, policy: VdpaPolicy | None, timeout: float) -> VdpaAttacher:
+    if not isinstance(dataplane, OvsDataplane):
+        raise CniError(
+            INVALID_CONFIG, f"vDPA attachments need the ovs dataplane backend, not {type(dataplane).__name__}"
+        )
+    return VdpaAttacher(dataplane, policy or VdpaPolicy(), attach_timeout=timeout)
+
+
+def request(env: CniEnv, conf: NetConf) -> VdpaRequest:
+    return VdpaRequest(
+        network=conf.name,
+        container_id=env.container_id,
+        ifname=env.ifname,
+        netns=env.netns,
+        device_id=conf.effective_device_id or conf.pci_bus_id,
+        bridge=conf.bridge,
+        mac=conf.runtime_config.mac,
+        mtu=conf.mtu,
+        vlan=conf.vlan,
+        pool=conf.resource_name,
+        iface_id=conf.iface_id or "",
+        device_info_file=conf.device_info_file,
+    )
+
+
+def add(
+    att: VdpaAttacher,
+    env: CniEnv,
+    conf: NetConf,
+    raw: dict[str, Any],
+    version: str,
+    ipam_env: IpamEnv,
+    records: RecordStore,
+) -> dict[str, Any]:
+    if not env.netns:
+        raise CniError(INVALID_CONFIG, "CNI_NETNS is required for a vDPA attachment")
+    health = att.dp.ready()
+    if not health.ok:
+        raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
+    req = request(env, conf)
+    target = att.resolve(req)  # every input check before the first side effect (IPAM included)
+    undo: list[Callable[[], object]] = []
+    try:
+        # the record lets DEL and GC find the attachment (its representor port) without the network config
+        ipam_conf: dict[str, Any] | None = (
+            {k: raw[k] for k in ("cniVersion", "name", "ipam") if k in raw} if conf.ipam else None
+        )
+        records.save(
+            Record(
+                container_id=req.container_id,
+                ifname=req.ifname,
+                network=req.network,
+                port_name=target.representor,
+                folder="",
+                folder_made=False,
+                socket_name="",
+                config_file="",
+                devinfo_file=req.device_info_file,
+                ipam_conf=ipam_conf,
+                cni_path=env.path,
+            )
+        )
+        undo.append(lambda: records.remove(req.container_id, req.ifname))
+        ipam_result: dict[str, Any] = {}
+        if conf.ipam:
+            i_env = ipam_env(env, req.container_id, req.ifname)
+            ipam_result = ipam.delegate("ADD", raw, i_env, env.path)
+            undo.append(lambda: ipam.delegate("DEL", raw, i_env, env.path))
+        added = att.add(req, ipam_result, undo)
+    except BaseException:
+        for step in reversed(undo):
+            try:
+                step()
+            except Exception:  # keep rolling back
+                LOG.exception("vDPA rollback step failed")
+        raise
+    out = result(version, req, added, ipam_result)
+    if not out.get("dns") and conf.dns:
+        out["dns"] = conf.dns
+    return out
+
+
+def is_vdpa(port: VhostUserPort) -> bool:
+    """Whether an OVS port is the representor of a vDPA attachment (then DEL must also give its netdev back)."""
+    return ID_VDPA_DEVICE in port.external_ids
+
+
+def undo(dataplane: Dataplane, policy: VdpaPolicy | None, port: VhostUserPort) -> None:
+    """DEL/GC of a vDPA attachment found by its record or port: the port, the netdev back, the representor."""
+    attacher(dataplane, policy, 5.0).undo_port(port, None)
+
+
+def status(policy: VdpaPolicy | None) -> None:
+    """STATUS of a vDPA network: the node must have a vDPA bus where the pools look."""
+    root = (policy or VdpaPolicy()).sysfs_root
+    if not (root / "bus/vdpa/devices").is_dir():
+        raise CniError(STATUS_UNAVAILABLE, f"no vDPA bus under {root} on this node")
+
+
+def check(att: VdpaAttacher, env: CniEnv, conf: NetConf, raw: dict[str, Any], ipam_env: IpamEnv) -> None:
+    if conf.prev_result is None:
+        raise CniError(INVALID_CONFIG, "CHECK needs prevResult")
+    health = att.dp.health()
+    if not health.ok:
+        raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
+    att.check(request(env, conf), conf.prev_result)
+    if conf.ipam:
+        ipam.delegate("CHECK", raw, ipam_env(env, env.container_id, env.ifname), env.path)
