@@ -21,8 +21,8 @@ from tests.conftest import require_root
 from tests.functional.cni.conftest import AgentProc, CniResult, make_agent
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.pods import LabPod, create_pod, delete_pod, ensure_host_dirs
+from vhostplug.lab.vdpa_parts import StandIn, build
 from vhostplug.vdpa import ovsport
-from vhostplug_testsupport.vdpa_standin import StandIn, build
 
 VIRTIO_POOL = "vhostplug.io/vdpa_virtio"
 VHOST_POOL = "vhostplug.io/vdpa_vhost"

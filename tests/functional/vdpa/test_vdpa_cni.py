@@ -1,6 +1,6 @@
 """vDPA attachments through the real shim and agent on the private OVS-DPDK, with stand-in vDPA parts: veth pairs
 play the virtio-vdpa netdev and its representor, a mknod'ed char node plays /dev/vhost-vdpa-N, the sysfs tree is the
-pool's layout with switchdev attributes (see vhostplug_testsupport.vdpa_standin)."""
+pool's layout with switchdev attributes (see vhostplug.lab.vdpa_parts)."""
 
 from __future__ import annotations
 
