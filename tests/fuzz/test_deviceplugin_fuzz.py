@@ -6,14 +6,13 @@ kubelet. Every answer must be the method's response or a gRPC status with a code
 message; a refused Allocate must leave every device folder as it was (a marker file in each survives); nothing else
 may be raised; nothing may hang.
 
-Seed: ``VHOSTPLUG_FUZZ_SEED`` (printed on failure); size: ``VHOSTPLUG_FUZZ_SCALE`` (1 = CI).
+Seed and size come from ``vhostplug_testsupport.fuzz`` (``VHOSTPLUG_FUZZ_SEED``, printed in the header and with a
+failure; ``VHOSTPLUG_FUZZ_SCALE``, 1 = the CI size).
 """
 
 from __future__ import annotations
 
-import os
 import random
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +27,13 @@ from vhostplug.deviceplugin.config import load_config
 from vhostplug.deviceplugin.manager import DevicePluginManager
 from vhostplug.deviceplugin.server import _Servicer
 from vhostplug.lab.kubelet import LabKubelet
+from vhostplug_testsupport import fuzz
 from vhostplug_testsupport.fakesys import standard
 
-SEED = int(os.environ.get("VHOSTPLUG_FUZZ_SEED", "0") or 0) or random.SystemRandom().randrange(1, 2**32)
-SCALE = float(os.environ.get("VHOSTPLUG_FUZZ_SCALE", "1") or 1)
-IN_PROCESS = max(1, int(2400 * SCALE))
-OVER_GRPC = max(1, int(300 * SCALE))
-HINT = f"reproduce with VHOSTPLUG_FUZZ_SEED={SEED} VHOSTPLUG_FUZZ_SCALE={SCALE:g}"
+IN_PROCESS = fuzz.cases(2400)
+OVER_GRPC = fuzz.cases(300)
+SEED = fuzz.SEED
+HINT = f"reproduce with {fuzz.reproduce_hint()}"
 
 VU, DP, MLX, VIRTIO = "vhostplug.io/vhostuser", "vhostplug.io/dataplane", "vhostplug.io/vdpa_mlx", "vhostplug.io/vdpa_v"
 ALLOWED = {
@@ -44,10 +43,6 @@ ALLOWED = {
     grpc.StatusCode.UNAVAILABLE,
 }
 MARKER = "marker"
-
-
-def rng_for(name: str) -> random.Random:
-    return random.Random((SEED ^ zlib.crc32(name.encode())) & 0xFFFFFFFF)
 
 
 class Aborted(Exception):
@@ -159,8 +154,8 @@ def plugin(short_dir: Path) -> Iterator[Plugin]:
         manager.stop()
 
 
-def test_servicer_in_process(plugin: Plugin) -> None:
-    r = rng_for("deviceplugin-in-process")
+def test_servicer_in_process(plugin: Plugin, caplog: pytest.LogCaptureFixture) -> None:
+    r = fuzz.rng_for("deviceplugin-in-process")
     print(f"device plugin fuzz in-process: {IN_PROCESS} cases, seed {SEED}")
     everything = [i for ids in plugin.ids.values() for i in ids]
     servicers = {name: _Servicer(server) for name, server in plugin.manager.servers.items()}
@@ -223,6 +218,8 @@ def test_servicer_in_process(plugin: Plugin) -> None:
             check_status(exc.code, exc.details, what)
             outcomes[exc.code.name] = outcomes.get(exc.code.name, 0) + 1
     assert outcomes.get("ok", 0) > IN_PROCESS // 10 and outcomes.get("NOT_FOUND", 0) > 0, outcomes
+    tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+    assert not tracebacks, f"tracebacks logged: {tracebacks[:3]}; {HINT}"
 
 
 @pytest.fixture
@@ -240,9 +237,9 @@ def served(short_dir: Path) -> Iterator[tuple[Plugin, LabKubelet]]:
         kubelet.stop()
 
 
-def test_over_grpc(served: tuple[Plugin, LabKubelet]) -> None:
+def test_over_grpc(served: tuple[Plugin, LabKubelet], caplog: pytest.LogCaptureFixture) -> None:
     plugin, kubelet = served
-    r = rng_for("deviceplugin-grpc")
+    r = fuzz.rng_for("deviceplugin-grpc")
     print(f"device plugin fuzz over gRPC: {OVER_GRPC} cases, seed {SEED}")
     everything = [i for ids in plugin.ids.values() for i in ids]
     channels: dict[str, Any] = {}
@@ -282,6 +279,8 @@ def test_over_grpc(served: tuple[Plugin, LabKubelet]) -> None:
         for name, stub in stubs.items():
             assert stub.GetDevicePluginOptions(pb.Empty(), timeout=5).get_preferred_allocation_available, name
         assert kubelet.devices(VU), "the kubelet's stream lost its device list"
+        tracebacks = [r.getMessage() for r in caplog.records if r.exc_info]
+        assert not tracebacks, f"tracebacks logged: {tracebacks[:3]}; {HINT}"
     finally:
         for s in streams:
             s.cancel()

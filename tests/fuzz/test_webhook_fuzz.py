@@ -7,7 +7,8 @@ must be a well-formed protocol answer: HTTP 200 with an AdmissionReview for the 
 a code and a message; a patch that decodes to JSONPatch), or 400/413 with a JSON ``error`` when the body cannot be a
 review. Never a 500, never a traceback, never a hang.
 
-Seed: ``VHOSTPLUG_FUZZ_SEED`` (printed on failure); size: ``VHOSTPLUG_FUZZ_SCALE`` (1 = CI).
+Seed and size come from ``vhostplug_testsupport.fuzz`` (``VHOSTPLUG_FUZZ_SEED``, printed in the header and with a
+failure; ``VHOSTPLUG_FUZZ_SCALE``, 1 = the CI size).
 """
 
 from __future__ import annotations
@@ -15,12 +16,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import random
 import re
 import subprocess
 import time
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -29,22 +28,18 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from vhostplug.kubevirt.webhook import ResolveError, WebhookConfig, answer, make_app
+from vhostplug_testsupport import fuzz
 from vhostplug_testsupport.webhook import review_body, running_api, start_webhook
 
-SEED = int(os.environ.get("VHOSTPLUG_FUZZ_SEED", "0") or 0) or random.SystemRandom().randrange(1, 2**32)
-SCALE = float(os.environ.get("VHOSTPLUG_FUZZ_SCALE", "1") or 1)
-IN_PROCESS = max(1, int(2600 * SCALE))
-OVER_HTTPS = max(1, int(200 * SCALE))
-HINT = f"reproduce with VHOSTPLUG_FUZZ_SEED={SEED} VHOSTPLUG_FUZZ_SCALE={SCALE:g}"
+IN_PROCESS = fuzz.cases(2600)
+OVER_HTTPS = fuzz.cases(200)
+SEED = fuzz.SEED
+HINT = f"reproduce with {fuzz.reproduce_hint()}"
 
 _NAME = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 _NS = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 NET_KEY = "k8s.v1.cni.cncf.io/networks"
 KNOWN = {"vhu-net": "vhostplug.io/vhostuser", "fast": "vhostplug.io/fast", "sriov": "intel.com/sriov"}
-
-
-def rng_for(name: str) -> random.Random:
-    return random.Random((SEED ^ zlib.crc32(name.encode())) & 0xFFFFFFFF)
 
 
 class Resolver:
@@ -246,7 +241,7 @@ def check_answer(status: int, out: Any, uid: str | None, sent: bytes) -> None:
 
 def test_webhook_handler_in_process() -> None:
     """The handler's whole path from body bytes to answer (decode, checks, review, patch), without HTTP."""
-    r = rng_for("webhook-in-process")
+    r = fuzz.rng_for("webhook-in-process")
     resolver = Resolver()
     config = WebhookConfig()
     print(f"webhook fuzz in-process: {IN_PROCESS} cases, seed {SEED}")
@@ -265,7 +260,7 @@ def test_webhook_handler_in_process() -> None:
 
 def test_webhook_app_in_process() -> None:
     """A few hundred through the aiohttp application (HTTP framing, size limit), no TLS."""
-    r = rng_for("webhook-app")
+    r = fuzz.rng_for("webhook-app")
     resolver = Resolver()
     n = max(1, OVER_HTTPS)
 
@@ -300,7 +295,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any, P
 
 def test_webhook_over_https(live: tuple[Any, Any, Path]) -> None:
     hook, api, log = live
-    r = rng_for("webhook-https")
+    r = fuzz.rng_for("webhook-https")
     print(f"webhook fuzz over HTTPS: {OVER_HTTPS} cases, seed {SEED}")
     started = time.monotonic()
     for i in range(OVER_HTTPS):
@@ -310,6 +305,5 @@ def test_webhook_over_https(live: tuple[Any, Any, Path]) -> None:
     assert hook.proc.poll() is None, f"the webhook exited; {HINT}"
     bad = [p for p in api.paths if "/network-attachment-definitions/" not in p or "/secrets" in p]
     assert not bad, f"the webhook asked the API for {bad[:3]}; {HINT}"
-    text = log.read_text(errors="replace")
-    assert "Traceback (most recent call last)" not in text, f"traceback in the webhook's log; {HINT}\n{text[-3000:]}"
+    fuzz.assert_no_traceback(log.read_text(errors="replace"), f"the webhook's log; {HINT}")
     assert time.monotonic() - started < 120
