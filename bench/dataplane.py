@@ -26,7 +26,7 @@ namespaces, and a third core for the receiver does not exist here.
 
 Writes bench/results/dataplane.json and bench/results/dataplane.png and prints a table. Knobs (environment):
 BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_REPS (3), BENCH_FRAMES (64,1518), BENCH_RING (4096),
-BENCH_LAT_SECONDS (10), BENCH_LAT_WINDOW (0.2), BENCH_OUT (bench/results/dataplane.json).
+BENCH_LAT_SECONDS (10), BENCH_LAT_WINDOW (0.2), BENCH_PARTS (throughput,latency), BENCH_OUT (bench/results/dataplane.json).
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.demo_node import lab_up, start_kubelet
 from vhostplug.lab.demo_pods import create_pods
 from vhostplug.lab.demo_traffic import APP_LCORES, cpu_layout, vhostplug_exe, with_ring
+from vhostplug.lab.multus import IFNAME
 from vhostplug.lab.ovs import OvsConfig
 from vhostplug.lab.pods import LabPod, run
 from vhostplug.lab.rate import Flow, measure, port_counters
@@ -67,6 +68,7 @@ RING = int(os.environ.get("BENCH_RING", "4096"))
 LAT_SECONDS = float(os.environ.get("BENCH_LAT_SECONDS", "10"))
 LAT_WINDOW = float(os.environ.get("BENCH_LAT_WINDOW", "0.2"))
 OUT = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "dataplane.json")))
+PARTS = set(os.environ.get("BENCH_PARTS", "throughput,latency").split(","))
 PATHS = ("vhost-user", "ovs-system-veth", "direct-veth")
 
 
@@ -166,47 +168,94 @@ def throughput(ctx: DemoContext, path: str, vdevs: dict[str, list[str]], rep: in
     return flows
 
 
-def latency(ctx: DemoContext, pod: str, devs: list[str], tag: str) -> dict[str, Any]:
-    """Round trip of single packets: one testpmd owning both ends, macswap, loop topology, bursts of 1."""
+def _totals(app: Testpmd) -> tuple[int, int]:
+    """(rx, tx) packets summed over ports 0 and 1."""
+    pairs = [port_counters(app, p) for p in (0, 1)]
+    return sum(r for r, _ in pairs), sum(t for _, t in pairs)
+
+
+def flush_fdb(ovs: Any, bridge: str) -> None:
+    """Forget learned MACs: the previous path's packets taught the bridge addresses that now live elsewhere."""
+    sh("ovs-appctl", "-t", str(ovs.vswitchd_ctl), "fdb/flush", bridge)
+
+
+def wait_rxqs_enabled(ovs: Any, ports: list[str], timeout: float = 60.0) -> None:
+    """Until OVS's PMD polls an enabled rx queue of each vhost-user port (a seed packet sent before is lost)."""
+    deadline = time.monotonic() + timeout
+    out = ""
+    while time.monotonic() < deadline:
+        out = subprocess.run(
+            ["ovs-appctl", "-t", str(ovs.vswitchd_ctl), "dpif-netdev/pmd-rxq-show"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+        enabled = [ln for ln in out.splitlines() if "(enabled)" in ln]
+        if all(any(f"port: {p} " in ln for ln in enabled) for p in ports):
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"OVS did not enable the rx queues of {ports}:\n{out}")
+
+
+def latency(ctx: DemoContext, pod: str, devs: list[str], tag: str, ready: Any = None) -> dict[str, Any]:
+    """Round trip of single packets: one testpmd owning both ends, macswap, loop topology, bursts of 1.
+
+    ``start tx_first 1`` puts one packet on each port; the packets in flight are counted as sent minus received
+    (2 when none was lost or stuck), and a window of ``dt`` seconds with ``n`` received gives a mean round trip of
+    ``2 * in_flight * dt / n`` (each packet is received once per port per round trip)."""
     with testpmds(ctx, {pod: devs}, tag, app_args=["--port-topology=loop"]) as apps:
         app = apps[pod]
+        if ready is not None:
+            ready()
         app.cmd("set fwd macswap")
         app.cmd("set burst 1")
-        app.cmd("start tx_first 1")
+        seeds = 0
+        while True:
+            base = _totals(app)[0]
+            app.cmd("start tx_first 1")
+            seeds += 1
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 3.0 and _totals(app)[0] == base:
+                time.sleep(0.1)
+            if _totals(app)[0] > base:
+                break
+            app.cmd("stop", timeout=20)
+            if seeds == 5:
+                raise RuntimeError(f"latency {tag}: no packet came back after {seeds} seeds")
         time.sleep(WARMUP)
+        rx0, tx0 = _totals(app)
+        in_flight = tx0 - rx0
         samples: list[float] = []
-        reseeded = 0
-        last = sum(port_counters(app, p)[0] for p in (0, 1))
-        t_last = time.monotonic()
+        last, t_last = rx0, time.monotonic()
         deadline = t_last + LAT_SECONDS
         while time.monotonic() < deadline:
             time.sleep(LAT_WINDOW)
-            now = sum(port_counters(app, p)[0] for p in (0, 1))
-            t = time.monotonic()
-            if now - last >= 4:
-                # 2 packets in flight, each received twice per round trip (once per port)
-                samples.append(4 * (t - t_last) / (now - last) * 1e6)
-            else:  # a packet was lost (e.g. before the switch learned a MAC): seed again, skip the window
-                app.cmd("stop", timeout=20)
-                app.cmd("start tx_first 1")
-                reseeded += 1
-                now, t = sum(port_counters(app, p)[0] for p in (0, 1)), time.monotonic()
-            last, t_last = now, t
+            now, t = _totals(app)[0], time.monotonic()
+            # a slow path extends the window until it holds at least one round trip of each packet
+            if now - last >= 2 * in_flight:
+                samples.append(2 * in_flight * (t - t_last) / (now - last) * 1e6)
+                last, t_last = now, t
+        rx1, tx1 = _totals(app)
         app.cmd("stop", timeout=20)
     if not samples:
-        raise RuntimeError(f"latency {tag}: no packet came back")
-    qs = statistics.quantiles(samples, n=100, method="inclusive")
+        raise RuntimeError(f"latency {tag}: no round trip completed in {LAT_SECONDS} s")
+    qs = statistics.quantiles(samples, n=100, method="inclusive") if len(samples) > 1 else samples * 99
     return {
         "windows": len(samples),
-        "reseeded": reseeded,
+        "seeds": seeds,
+        "in_flight": in_flight,
+        "in_flight_at_end": tx1 - rx1,
         "p50_us": round(qs[49], 1),
         "p99_us": round(qs[98], 1),
-        "samples_us": samples,
+        "mean_us": round(statistics.fmean(samples), 1),
+        "samples_us": [round(x, 2) for x in samples],
     }
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    if not runs:  # BENCH_PARTS=latency
+        return out
     for frame in FRAMES:
         row: dict[str, Any] = {}
         for path in PATHS:
@@ -230,22 +279,26 @@ def load_average() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
 
 
-def other_pmds() -> int:
+def other_vswitchds(ours: Path) -> int:
     """ovs-vswitchd processes on this machine that are not ours (other labs' PMDs compete for core 1)."""
     n = 0
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
-                if (proc / "comm").read_text().strip() == "ovs-vswitchd":
-                    n += 1
+                comm = (proc / "comm").read_text().strip()
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
             except OSError:
                 continue
-    return n - 1
+            if comm.startswith("ovs-vswitchd") and str(ours) not in cmdline:
+                n += 1
+    return n
 
 
 def plot(result: dict[str, Any], png: Path) -> None:
     import matplotlib
 
+    if not result["summary"]:
+        return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -277,10 +330,10 @@ def print_table(result: dict[str, Any], console: Console) -> None:
         t.add_row(f"{frame} B", *cells, f"{row['ratio_1_to_2']}x", f"{row['ratio_1_to_3']}x")
     console.print(t)
     lat = Table(title="Round trip, one packet in flight per port (µs)", title_justify="left")
-    for col in ("path", "p50", "p99", "windows"):
+    for col in ("path", "p50", "p99", "windows", "in flight"):
         lat.add_column(col, justify="right")
     for path, v in result["latency"].items():
-        lat.add_row(path, f"{v['p50_us']}", f"{v['p99_us']}", str(v["windows"]))
+        lat.add_row(path, f"{v['p50_us']}", f"{v['p99_us']}", str(v["windows"]), str(v["in_flight"]))
     console.print(lat)
     console.print(
         f"CPU layout: {result['cpu_layout']['text']}; load before/after: {result['machine']['load_before']}"
@@ -296,14 +349,14 @@ def main() -> int:
     console = Console()
     run_dir = Path(tempfile.mkdtemp(prefix="vhp-dpb-", dir="/tmp"))
     ctx = DemoContext(run_dir, Progress(console))
-    machine = {"load_before": load_average(), "other_ovs_vswitchd": other_pmds()}
+    machine = {"load_before": load_average(), "other_ovs_vswitchd": other_vswitchds(run_dir)}
     t0 = time.monotonic()
     veths: Veths | None = None
     try:
         lab_up(ctx)
         start_kubelet(ctx)
         create_pods(ctx)
-        machine["other_ovs_vswitchd"] = other_pmds()
+        machine["other_ovs_vswitchd"] = other_vswitchds(run_dir)
         names = list(ctx.pods)
         pods = [ctx.pods[n] for n in names]
         from vhostplug.lab.ovs import PrivateOvs
@@ -320,9 +373,10 @@ def main() -> int:
         }
         runs: list[dict[str, Any]] = []
         with ctx.progress.phase(f"throughput: {len(PATHS)} paths x {FRAMES} B x {REPS} reps") as ph:
-            for rep in range(REPS):
+            for rep in range(REPS if "throughput" in PARTS else 0):
                 for path in PATHS:
                     ph.doing(f"rep {rep + 1}/{REPS}: {path}")
+                    flush_fdb(ovs, bridge)
                     for flow in throughput(ctx, path, per_path[path], rep):
                         runs.append({"path": path, "rep": rep, **flow.to_json()})
                         console.print(
@@ -331,13 +385,22 @@ def main() -> int:
                         )
         lat: dict[str, Any] = {}
         with ctx.progress.phase("latency: one packet in flight per port, paths 1 and 2") as ph:
+            if "latency" not in PARTS:
+                raise SystemExit("BENCH_PARTS without latency: development run, no results written")
             a = names[0]
             host_b = Path(ctx.calls[names[1]].result["interfaces"][0]["socketPath"])
             ph.doing("vhost-user: one testpmd in pod A owning both pods' sockets")
+            flush_fdb(ovs, bridge)
             vdev_b = f"net_virtio_user1,path={host_b},server=1,queue_size={RING}"  # B's socket, host path
-            lat["vhost-user"] = latency(ctx, a, [with_ring(vhost[a], RING), vdev_b], "l1")
+            from vhostplug.model import port_name_for
+
+            vhost_ports = [port_name_for(ctx.calls[n].container_id, IFNAME) for n in names]
+            lat["vhost-user"] = latency(
+                ctx, a, [with_ring(vhost[a], RING), vdev_b], "l1", lambda: wait_rxqs_enabled(ovs, vhost_ports)
+            )
             ph.doing("ovs-system-veth: both pods' veths in pod A, one testpmd owning both")
             veths.move_b_to_a()
+            flush_fdb(ovs, bridge)
             lat["ovs-system-veth"] = latency(
                 ctx, a, [af_packet(veths.pod2["a"], 0), af_packet(veths.pod2["b"], 1)], "l2"
             )
@@ -354,7 +417,8 @@ def main() -> int:
                 "frames": FRAMES,
                 "ring": RING,
                 "trap_remedy": f"rings of {RING} descriptors on every path (a scheduler slice's worth of packets)",
-                "latency": f"one testpmd owning both ends, macswap, loop topology, burst 1, one packet per port; "
+                "latency": f"one testpmd owning both ends, macswap, loop topology, burst 1, one packet per port "
+                f"(in_flight = sent - received); "
                 f"{LAT_SECONDS:g} s sampled in {LAT_WINDOW:g} s windows",
                 "command": "python bench/dataplane.py",
             },
