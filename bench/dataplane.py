@@ -139,7 +139,9 @@ def testpmds(ctx: DemoContext, vdevs: dict[str, list[str]], tag: str, **kw: Any)
             pod = ctx.pods[name]
             prefix = ctx.names.prefix(f"{tag}{name[-1]}")
             ctx.state.add("testpmd_prefixes", prefix)
-            app = Testpmd(devs, prefix, wrap=pod.nsenter(), lcores=APP_LCORES, ring=RING, mbufs=4 * RING, **kw)
+            app = Testpmd(
+                devs, prefix, wrap=pod.nsenter(), lcores=APP_LCORES, ring=RING, mbufs=max(4 * RING, 8192), **kw
+            )
             apps[name] = app
             app.start(timeout=60)
         for app in apps.values():
