@@ -314,7 +314,8 @@ def plot(result: dict[str, Any], png: Path) -> None:
         ax.bar_label(bars, labels=[f"{v:.3f}" for v in vals])
         ax.set_title(f"{frame}-byte frames, txonly → rxonly")
         ax.set_ylabel("received Mpps (median of reps)")
-    fig.suptitle(f"vhostplug dataplane, {result['cpu_layout']['text']}", fontsize=8)
+    load = result["machine"]["load_before"][0]
+    fig.suptitle(f"vhostplug dataplane, {result['cpu_layout']['text']}; load average {load} at start", fontsize=8)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(png, dpi=100)
