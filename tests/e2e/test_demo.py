@@ -115,8 +115,14 @@ def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     for vm in report["vms"]:
         assert vm["ping_received"] > 0 and vm["ping_received"] == vm["ping_transmitted"], vm
         assert vm["rtt_avg_ms"] > 0
+    # vDPA (stand-in VFs): two pods got their netdevs through the CNI and pinged each other via their representors
+    assert [r["pod"] for r in report["vdpa"]] == ["vdpa-a", "vdpa-b"]
+    for r in report["vdpa"]:
+        assert r["ping_received"] == r["ping_transmitted"] == 3, r
+    host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert not any(r["representor"] in host_links for r in report["vdpa"])
     names = [p["name"] for p in report["phases"]]
-    assert names[-1] == "teardown" and len(names) == 7
+    assert names[-1] == "teardown" and len(names) == 8
     assert report["total_seconds"] < 300
     assert_nothing_left(run_dir, report)
 

@@ -7,6 +7,8 @@ The lab plays the parts a cluster would, one module per role and phase, run in o
   lab kubelet that sees the device plugin register;
 - ``demo_pods``: kubelet, runtime and Multus making two pods (``multus``: netconf, device-info copy, CNI exec);
 - ``demo_traffic``: DPDK testpmd in the pods, ``txonly`` → ``rxonly`` through OVS, rate in Mpps and the core layout;
+- ``demo_vdpa``: stand-in vDPA VFs (veth pairs), two pods given their virtio-vdpa netdevs through the CNI, pinging
+  each other through their representors on the OVS-DPDK bridge;
 - ``demo_vms``: virt-launcher pods, the KubeVirt hook sidecar, libvirt and QEMU, VMs pinging each other;
 - ``demo_cleanup``: undoes all of it from ``<run_dir>/demo/state.json`` (written by ``demo_state`` before anything
   is made), also after a crash; ``vhostplug lab down`` calls it.
@@ -30,6 +32,7 @@ from vhostplug.lab.demo_node import lab_up, start_kubelet, stop_kubelet
 from vhostplug.lab.demo_pods import create_pods
 from vhostplug.lab.demo_state import Names
 from vhostplug.lab.demo_traffic import ENV_TESTPMD, run_testpmd
+from vhostplug.lab.demo_vdpa import run_vdpa
 from vhostplug.lab.demo_vms import run_vms
 from vhostplug.lab.multus import IFNAME, NETWORK_STATUS, CniCall, annotations_file
 from vhostplug.lab.report import DemoError, Progress
@@ -37,7 +40,14 @@ from vhostplug.lab.report import DemoError, Progress
 __all__ = ["ENV_TESTPMD", "NETWORK_STATUS", "Names", "annotations_file", "cleanup", "run_demo"]
 
 #: the demo's phases in order; the last one (the VMs) is left out with ``vms=False``
-PHASES: tuple[Callable[[DemoContext], None], ...] = (lab_up, start_kubelet, create_pods, run_testpmd, run_vms)
+PHASES: tuple[Callable[[DemoContext], None], ...] = (
+    lab_up,
+    start_kubelet,
+    create_pods,
+    run_testpmd,
+    run_vdpa,
+    run_vms,
+)
 
 
 def teardown(ctx: DemoContext) -> list[str]:

@@ -53,6 +53,10 @@ def cleanup(run_dir: Path) -> list[str]:
         elif (pods.NETNS_DIR / p["netns"]).exists():
             subprocess.run(["ip", "netns", "del", p["netns"]], capture_output=True, check=False)
             done.append(f"deleted netns {p['netns']}")
+    for parts in st.get("vdpa_parts", []):
+        from vhostplug.lab.vdpa_parts import remove
+
+        done += remove(Path(parts["root"]), parts["switch_netns"], parts["representors"])
     for d in reversed(st["host_dirs"]):
         with contextlib.suppress(OSError):
             os.rmdir(d)

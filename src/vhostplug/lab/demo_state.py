@@ -26,6 +26,7 @@ class State:
             "domains": [],
             "libvirt_started": [],
             "host_dirs": [],
+            "vdpa_parts": [],
         }
         with contextlib.suppress(OSError, ValueError):
             self.data.update(json.loads(self.path.read_text()))

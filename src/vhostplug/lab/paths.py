@@ -22,3 +22,4 @@ class LabPaths:
         self.device_plugin_dir = self.run_dir / "kubelet" / "device-plugins"
         self.devinfo_dir = self.run_dir / "devinfo"
         self.ipam_dir = self.run_dir / "ipam"
+        self.vdpa_dir = self.run_dir / "vdpa"  # the stand-in vDPA hardware (sysfs tree + dev root)

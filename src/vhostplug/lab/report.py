@@ -138,6 +138,23 @@ def render(report: dict[str, Any], console: Console) -> None:
             f"rate received: {rates}\n  measured: {traffic['method']}\n  cores: {traffic['cpu_layout']['text']}"
         )
 
+    vdpa = Table(title="vDPA (stand-in VFs): pods pinging through their representors on OVS", title_justify="left")
+    for col in ("pod", "device", "netdev", "ip", "representor", "peer", "ping", "rtt min/avg/max ms"):
+        vdpa.add_column(col)
+    for r in report.get("vdpa", []):
+        vdpa.add_row(
+            r["pod"],
+            r["device"],
+            r["netdev"],
+            r["ip"],
+            r["representor"],
+            r["peer"],
+            f"{r['ping_received']}/{r['ping_transmitted']}",
+            f"{r['rtt_min_ms']}/{r['rtt_avg_ms']}/{r['rtt_max_ms']}",
+        )
+    if report.get("vdpa"):
+        console.print(vdpa)
+
     vms = Table(title="KubeVirt-style VMs (TCG) pinging through OVS", title_justify="left")
     for col in ("vm", "ip", "peer", "ping", "rtt min/avg/max ms", "boot to first reply s"):
         vms.add_column(col)

@@ -38,6 +38,8 @@ def _qemu_group() -> str:
 
 
 def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
+    from vhostplug.lab.demo_vdpa import pool_config as vdpa_pool_config
+
     return {
         "listen": str(paths.agent_socket),
         "socketRoot": str(paths.socket_root),
@@ -45,7 +47,7 @@ def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
         "devinfoDir": str(paths.devinfo_dir),
         "dataplane": {"backend": "ovs", "ovsdb": ovs.endpoint, "ovsRundir": str(ovs.run_dir)},
         "ownership": {"user": "root", "group": _qemu_group(), "dirMode": "0770", "socketMode": "0660"},
-        "devicePlugin": {"vhostuser": {"count": 8, "group": _qemu_group()}},
+        "devicePlugin": {"vhostuser": {"count": 8, "group": _qemu_group()}, "vdpa": vdpa_pool_config(paths)},
     }
 
 
