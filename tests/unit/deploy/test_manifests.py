@@ -164,6 +164,30 @@ def test_agent_configmap_loads_through_the_agents_config_model(tmp_path: Path) -
     assert agent["command"][-2:] == ["--config", f"/etc/vhostplug/{next(iter(cm['data']))}"]
 
 
+def test_the_agent_sees_what_the_runtime_hands_the_shim() -> None:
+    """The shim forwards CNI_PATH and CNI_NETNS as the runtime gave them; the agent execs IPAM plugins from CNI_PATH
+    (host-local keeps its leases under /var/lib/cni) and opens CNI_NETNS for vDPA netdevs: the same host paths must be
+    visible in the agent container."""
+    (ds,) = _by_kind("DaemonSet")
+    pod = ds["spec"]["template"]["spec"]
+    (init,) = pod["initContainers"]
+    (agent,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_path = {
+        m["mountPath"]: volumes[m["name"]]["hostPath"]["path"]
+        for m in agent["volumeMounts"]
+        if "hostPath" in volumes[m["name"]]
+    }
+    dest = init["command"][init["command"].index("--dest") + 1]
+    (cni_bin,) = [volumes[m["name"]] for m in init["volumeMounts"] if m["mountPath"] == dest]
+    shim_folder = cni_bin["hostPath"]["path"]
+    assert host_path.get(shim_folder) == shim_folder  # CNI_PATH names the host folder the shim was installed in
+    assert host_path.get("/var/lib/cni") == "/var/lib/cni"
+    assert host_path.get("/var/run/netns") == "/var/run/netns"
+    (netns,) = [m for m in agent["volumeMounts"] if m["mountPath"] == "/var/run/netns"]
+    assert netns["mountPropagation"] == "HostToContainer"  # namespaces bound after the agent started
+
+
 def test_the_agent_gets_no_kubernetes_api_access() -> None:
     (ds,) = _by_kind("DaemonSet")
     pod = ds["spec"]["template"]["spec"]
