@@ -1,8 +1,9 @@
 """The registry of device kinds: what the device plugin can serve, one entry per kind, and what each kind is given.
 
-Adding a kind of device means one new module with its source(s) (``protocols.DeviceSource``), its kind
-(``protocols.DeviceKind``) and a ``build(node)`` function, a section in the config model naming its resources
-(``resource_names()``), and one line in :data:`KINDS`. The manager only loops over what the builders return.
+Adding a kind of device means one new module with its config section (a ``configbase.SectionModel`` with
+``resource_names()``), its source(s) (``protocols.DeviceSource``), its kind (``protocols.DeviceKind``) and a
+``build(node, section)`` function, and one line in :data:`KINDS`. The config gains the section under the entry's key;
+the manager only loops over what the builders return.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from vhostplug.deviceplugin import socketroot, vdpa, vhostuser
-from vhostplug.deviceplugin.config import DevicePluginConfig
+from vhostplug.deviceplugin.configbase import SectionModel
 from vhostplug.protocols import DeviceKind
+
+if TYPE_CHECKING:
+    from vhostplug.deviceplugin.config import DevicePluginConfig
+
+S = TypeVar("S", bound=SectionModel)
 
 
 @dataclass(frozen=True)
@@ -27,9 +34,17 @@ class NodeContext:
     health_probe: Callable[[], tuple[bool, str]]
 
 
-#: kind name -> builder; each builder returns the kind with the sources its config section asks for
-KINDS: dict[str, Callable[[NodeContext], DeviceKind]] = {
-    "vhostuser": vhostuser.build,
-    "dataplane": socketroot.build,
-    "vdpa": vdpa.build,
+@dataclass(frozen=True)
+class Kind(Generic[S]):
+    """A registered kind: its config section's model and the builder that gets that section."""
+
+    section: type[S]
+    build: Callable[[NodeContext, S], DeviceKind]
+
+
+#: config key -> kind; the key is also the kind's section in the device plugin config
+KINDS: dict[str, Kind[Any]] = {
+    "vhostuser": Kind(vhostuser.VhostUserConfig, vhostuser.build),
+    "dataplane": Kind(socketroot.SocketRootConfig, socketroot.build),
+    "vdpa": Kind(vdpa.VdpaConfig, vdpa.build),
 }

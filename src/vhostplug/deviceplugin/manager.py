@@ -85,7 +85,9 @@ class DevicePluginManager:
         self.device_plugin_dir = Path(device_plugin_dir)
         self.devinfo_dir = Path(devinfo_dir)
         node = NodeContext(config, self.socket_root, self.devinfo_dir, container_root, health_probe)
-        self.kinds: dict[str, DeviceKind] = {name: build(node) for name, build in KINDS.items()}
+        self.kinds: dict[str, DeviceKind] = {
+            name: kind.build(node, config.section(name)) for name, kind in KINDS.items()
+        }
         #: every source by resource name
         self.sources: dict[str, DeviceSource] = {
             s.resource_name: s for kind in self.kinds.values() for s in kind.sources

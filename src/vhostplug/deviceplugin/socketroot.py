@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+from pydantic import field_validator
 
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
-from vhostplug.deviceplugin.config import DataplaneConfig
+from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
 from vhostplug.deviceplugin.vhostuser import root_writable
 
@@ -27,10 +28,25 @@ DEVICE_ID = "dataplane0"
 ENV_SOCKET_ROOT = "VHOSTPLUG_SOCKET_ROOT"
 
 
+class SocketRootConfig(SectionModel):
+    """``vhostplug.io/dataplane``: one device that mounts the whole socket root into the OVS-DPDK pod."""
+
+    enabled: bool = True
+    resource_name: str = "vhostplug.io/dataplane"
+
+    def resource_names(self) -> list[str]:
+        return [self.resource_name] if self.enabled else []
+
+    @field_validator("resource_name")
+    @classmethod
+    def _resource(cls, v: str) -> str:
+        return check_resource_name(v)
+
+
 class SocketRootDevice:
     """The one device; every pod that gets it sees the whole socket root."""
 
-    def __init__(self, config: DataplaneConfig, socket_root: Path) -> None:
+    def __init__(self, config: SocketRootConfig, socket_root: Path) -> None:
         self.resource_name = config.resource_name
         self.socket_root = Path(socket_root)
 
@@ -68,6 +84,5 @@ class SocketRootKind:
         pass
 
 
-def build(node: NodeContext) -> SocketRootKind:
-    config = node.config.dataplane
+def build(node: NodeContext, config: SocketRootConfig) -> SocketRootKind:
     return SocketRootKind((SocketRootDevice(config, node.socket_root),) if config.enabled else ())

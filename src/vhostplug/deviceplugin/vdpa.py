@@ -21,13 +21,14 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import grpc
+from pydantic import Field, field_validator
 
-from vhostplug import deviceinfo
+from vhostplug import deviceinfo, fsutil
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
-from vhostplug.deviceplugin.config import PCI_RE, VdpaConfig, VdpaPool, VdpaSelectors
+from vhostplug.deviceplugin.configbase import PCI_RE, SectionModel, check_resource_name
 from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
 
 if TYPE_CHECKING:
@@ -38,6 +39,66 @@ log = logging.getLogger(__name__)
 VDPA_BUS = Path("bus/vdpa/devices")
 MAX_DEVICE_ID = 63
 DRIVERS = {"vhost_vdpa": "vhost", "virtio_vdpa": "virtio"}
+
+
+_HEX_ID_RE = re.compile(r"^[0-9a-f]{4}$")
+
+
+class VdpaSelectors(SectionModel):
+    """Which vDPA devices a pool takes. Every given selector must match; within one list any value matches."""
+
+    vendors: list[str] = Field(default_factory=list)
+    devices: list[str] = Field(default_factory=list)
+    drivers: list[str] = Field(default_factory=list)
+    pci_addresses: list[str] = Field(default_factory=list)
+    pf_names: list[str] = Field(default_factory=list)
+    vdpa_type: Literal["vhost", "virtio"] | None = None
+
+    @field_validator("vendors", "devices")
+    @classmethod
+    def _hex_ids(cls, v: list[str]) -> list[str]:
+        out = []
+        for item in v:
+            norm = item.lower().removeprefix("0x")
+            if not _HEX_ID_RE.match(norm):
+                raise ValueError(f"{item!r} is not a 4-digit hex PCI id such as '15b3'")
+            out.append(norm)
+        return out
+
+    @field_validator("pci_addresses")
+    @classmethod
+    def _pci(cls, v: list[str]) -> list[str]:
+        for item in v:
+            if not PCI_RE.match(item):
+                raise ValueError(f"{item!r} is not a PCI address such as '0000:65:00.2'")
+        return v
+
+    @field_validator("drivers", "pf_names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        for item in v:
+            fsutil.check_component(item)
+        return v
+
+
+class VdpaPool(SectionModel):
+    resource_name: str
+    selectors: VdpaSelectors = VdpaSelectors()
+
+    @field_validator("resource_name")
+    @classmethod
+    def _resource(cls, v: str) -> str:
+        return check_resource_name(v)
+
+
+class VdpaConfig(SectionModel):
+    sysfs_root: Path = Path("/sys")
+    dev_root: Path = Path("/dev")
+    rescan_seconds: float = Field(default=10.0, gt=0, le=3600)
+    pools: list[VdpaPool] = Field(default_factory=list)
+
+    def resource_names(self) -> list[str]:
+        return [p.resource_name for p in self.pools]
 
 
 @dataclass(frozen=True)
@@ -275,6 +336,5 @@ class VdpaKind:
                 pool.update(mine)
 
 
-def build(node: NodeContext) -> VdpaKind:
-    config = node.config.vdpa
+def build(node: NodeContext, config: VdpaConfig) -> VdpaKind:
     return VdpaKind(config, [VdpaPoolDevices(p, node.devinfo_dir) for p in config.pools])

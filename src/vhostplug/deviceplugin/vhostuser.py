@@ -10,17 +10,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import stat
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
+from pydantic import Field, field_validator
 
 from vhostplug import deviceinfo, fsutil
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
-from vhostplug.deviceplugin.config import VhostUserConfig
+from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
 
 if TYPE_CHECKING:
@@ -35,6 +37,64 @@ ENV_DEVICE = "VHOSTPLUG_DEVICE_{}"
 ENV_SOCKET_DIR = "VHOSTPLUG_SOCKET_DIR_{}"
 ENV_SOCKET = "VHOSTPLUG_SOCKET_{}"
 ENV_DEVICES = "VHOSTPLUG_DEVICES"
+
+
+_ID_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{0,15}$")
+
+
+class VhostUserConfig(SectionModel):
+    """``vhostplug.io/vhostuser``: one device = one short host folder for one vhost-user socket."""
+
+    count: int = Field(default=64, ge=1, le=1024)
+    resource_name: str = "vhostplug.io/vhostuser"
+    id_prefix: str = "vu"
+    owner: str | int = "root"
+    group: str | int = "root"
+    mode: int = 0o770
+
+    @field_validator("resource_name")
+    @classmethod
+    def _resource(cls, v: str) -> str:
+        return check_resource_name(v)
+
+    @field_validator("id_prefix")
+    @classmethod
+    def _prefix(cls, v: str) -> str:
+        if not _ID_PREFIX_RE.match(v):
+            raise ValueError(f"{v!r}: use 1-16 lower-case letters, digits or '-', starting with a letter")
+        return v
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v: Any) -> int:
+        if isinstance(v, bool):
+            raise ValueError("mode must be an octal string such as '0770'")
+        if isinstance(v, str):
+            if not re.fullmatch(r"0?[0-7]{3}", v):
+                raise ValueError(f"{v!r} is not an octal folder mode such as '0770'")
+            v = int(v, 8)
+        if not isinstance(v, int) or not 0 <= v <= 0o777:
+            raise ValueError(f"{v!r} is not a folder mode between 0000 and 0777")
+        return v
+
+    @field_validator("owner", "group")
+    @classmethod
+    def _principal(cls, v: str | int) -> str | int:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("ids are not negative")
+        if isinstance(v, str) and not re.fullmatch(r"[a-z_][a-z0-9_.-]{0,31}\$?", v):
+            raise ValueError(f"{v!r} is not a user or group name")
+        return v
+
+    def resource_names(self) -> list[str]:
+        return [self.resource_name]
+
+    def ownership(self) -> fsutil.Ownership:
+        return fsutil.Ownership(user=self.owner, group=self.group, dir_mode=self.mode)
+
+    def device_ids(self) -> list[str]:
+        width = max(2, len(str(self.count - 1)))
+        return [f"{self.id_prefix}{i:0{width}d}" for i in range(self.count)]
 
 
 def root_writable(root: Path) -> tuple[bool, str]:
@@ -176,8 +236,7 @@ class VhostUserKind:
         pass
 
 
-def build(node: NodeContext) -> VhostUserKind:
-    config = node.config.vhostuser
+def build(node: NodeContext, config: VhostUserConfig) -> VhostUserKind:
     return VhostUserKind(
         (VhostUserDevices(config, node.socket_root, node.devinfo_dir, node.container_root, node.health_probe),)
     )
