@@ -12,6 +12,7 @@ import grp
 import json
 import os
 import pwd
+import secrets
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,10 +152,8 @@ def write_file_in(folder: Path, name: str, data: bytes, mode: int = 0o644, own: 
     """Atomically write ``folder/name``: a temp file made with O_EXCL|O_NOFOLLOW, then renamed over the name."""
     check_component(name)
     fd_dir = open_dir_nofollow(folder)
-    tmp = f".{name}.{os.getpid()}.tmp"
+    tmp = f".vhp-{secrets.token_hex(8)}.tmp"  # short: ``name`` may already use all 255 bytes a name can have
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp, dir_fd=fd_dir)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=fd_dir)
         try:
             os.write(fd, data)

@@ -21,6 +21,26 @@ from vhostplug.vdpa.attach import VdpaPolicy
 LOG = logging.getLogger("vhostplug.agent")
 
 
+class _OneLineOvsdbappErrors(logging.Filter):
+    """ovsdbapp logs every failed connection start with a traceback, as an exception object whose str() itself
+    fails: make it the one line an operator needs (the agent answers 11 / 50 meanwhile and retries)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, BaseException):
+            exc = record.msg
+            try:
+                text = str(exc)
+            except Exception:
+                text = type(exc).__name__
+            cause = exc.__cause__
+            record.msg = "OVSDB connection failed: %s%s"
+            record.args = (text, f" ({type(cause).__name__})" if cause is not None else "")
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
 class Metrics:
     """Prometheus metrics of the agent (served only when ``metricsPort`` is set)."""
 
@@ -94,8 +114,19 @@ class Agent:
         self.device_plugins.start()
 
     async def _relocator(self) -> None:
+        failing = False
         while not self._stop.is_set():
-            moved = await asyncio.to_thread(self.handler.relocate_client_sockets)
+            try:
+                moved = await asyncio.to_thread(self.handler.relocate_client_sockets)
+            except Exception as exc:  # the agent must outlive any dataplane trouble; say so once per outage
+                moved = []
+                if not failing:
+                    LOG.warning("client-mode socket relocation paused: %s (retrying)", exc)
+                failing = True
+            else:
+                if failing:
+                    LOG.info("client-mode socket relocation running again")
+                failing = False
             for path in moved:
                 LOG.info("moved re-created client-mode socket back to %s", path)
             with contextlib.suppress(TimeoutError):
@@ -130,6 +161,7 @@ def run(
     devinfo_dir: Path | None = None,
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("ovsdbapp.backend.ovs_idl").addFilter(_OneLineOvsdbappErrors())
     try:
         config = load(
             config_file,

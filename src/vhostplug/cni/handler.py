@@ -138,6 +138,8 @@ class CniHandler:
             return 1, json.dumps(err.to_json(version))
         except DataplaneUnavailable as exc:
             return 1, json.dumps(CniError(TRY_AGAIN_LATER, "the dataplane is unavailable", str(exc)).to_json(version))
+        except fsutil.UnsafePathError as exc:  # a path check deep in a step: still the unsafe-path code
+            return 1, json.dumps(CniError(UNSAFE_PATH, "refusing an unsafe path", str(exc)).to_json(version))
         except Exception as exc:  # an agent bug must still answer in the spec's format
             LOG.exception("unexpected error")
             return 1, json.dumps(

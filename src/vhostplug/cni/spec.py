@@ -28,6 +28,7 @@ DATAPLANE_FAILURE = 100
 UNSAFE_PATH = 101
 IPAM_FAILURE = 102
 
+MAX_FILE_NAME = 255
 _CONTAINER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
@@ -118,6 +119,17 @@ def check_ifname(ifname: str) -> str:
     return ifname
 
 
+def check_file_name_fits(cid: str, ifname: str) -> None:
+    """The app's config file is named ``<container id>-<ifname>`` (kuryr's convention): one file name, 255 bytes."""
+    n = len(cid.encode()) + 1 + len(ifname.encode())
+    if n > MAX_FILE_NAME:
+        raise CniError(
+            INVALID_ENV,
+            f"CNI_CONTAINERID and CNI_IFNAME are too long together: '<container id>-<ifname>' is {n} bytes",
+            f"the app's config file is named so and a file name holds at most {MAX_FILE_NAME} bytes",
+        )
+
+
 @dataclass(frozen=True)
 class CniEnv:
     command: str
@@ -138,6 +150,8 @@ class CniEnv:
         if needs_container:
             check_container_id(cid)
             check_ifname(ifname)
+        if command in ("ADD", "CHECK"):
+            check_file_name_fits(cid, ifname)
         netns = env.get("CNI_NETNS", "")
         if command in ("ADD", "CHECK") and not netns:
             raise CniError(INVALID_ENV, f"CNI_NETNS is required for {command}")

@@ -126,6 +126,10 @@ def _lists_port(bridge: Any, port_uuid: Any) -> bool:
     return ovs_data.Atom(ovs_types.UuidType, port_uuid) in raw.values
 
 
+RECONNECT_MIN_MS = 100
+RECONNECT_MAX_MS = 1000
+
+
 class OvsDataplane:
     """The OVS-DPDK backend. Thread-safe; connects lazily and keeps its connection."""
 
@@ -143,6 +147,10 @@ class OvsDataplane:
         with self._lock:
             if self._api is not None:
                 return self._api
+            # a quick probe first: ovsdbapp logs a traceback (whose message itself fails) for every failed start
+            probe = self.health()
+            if not probe.reachable:
+                raise DataplaneUnavailable(f"cannot connect to OVSDB at {self.endpoint}: {probe.detail}")
             try:
                 idl = ovs_connection.OvsdbIdl.from_server(self.endpoint, "Open_vSwitch", helper_tables=TABLES)
                 conn = ovs_connection.Connection(idl=idl, timeout=self.timeout)
@@ -151,7 +159,10 @@ class OvsDataplane:
                 api_cls = type("VhostplugOvsdbIdl", (impl_idl.OvsdbIdl,), {"_ovsdb_connection": None})
                 api = api_cls(conn)
             except Exception as exc:  # ovsdbapp raises bare Exceptions for connection failures
-                raise DataplaneUnavailable(f"cannot connect to OVSDB at {self.endpoint}: {exc}") from exc
+                raise DataplaneUnavailable(f"cannot connect to OVSDB at {self.endpoint}: {_describe(exc)}") from exc
+            session = getattr(idl, "_session", None)
+            if session is not None:  # back within a second of OVSDB's return (python-ovs waits up to 8 s)
+                session.reconnect.set_backoff(RECONNECT_MIN_MS, RECONNECT_MAX_MS)
             self._api = api
             return api
 
@@ -179,7 +190,11 @@ class OvsDataplane:
 
     # -- health ------------------------------------------------------------------------------------------------
     def health(self) -> DataplaneHealth:
-        """Reachability and ``dpdk_initialized``, from a fresh OVSDB connection (the kept one may lag behind)."""
+        """Reachability and ``dpdk_initialized``, from a fresh OVSDB connection (the kept one may lag behind), and
+        not ready while the kept connection, which ADD uses, is still reconnecting: STATUS means what ADD will do."""
+        session = getattr(self._api.idl, "_session", None) if self._api is not None else None
+        if session is not None and not session.is_connected():
+            return DataplaneHealth(False, False, f"OVSDB at {self.endpoint} is not reachable (reconnecting)")
         try:
             rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["dpdk_initialized"])
         except ovsdb_rpc.OvsdbRpcError as exc:
@@ -355,6 +370,14 @@ def _health_of(dpdk_initialized: object) -> DataplaneHealth:
     if dpdk_initialized is not True:
         return DataplaneHealth(True, False, "DPDK is not initialised in ovs-vswitchd")
     return DataplaneHealth(True, True)
+
+
+def _describe(exc: BaseException) -> str:
+    """``str(exc)``, or its type when that fails (some ovsdbapp exceptions cannot print themselves)."""
+    try:
+        return str(exc) or type(exc).__name__
+    except Exception:
+        return type(exc).__name__
 
 
 def _first(value: Any) -> Any:

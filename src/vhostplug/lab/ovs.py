@@ -246,17 +246,7 @@ class PrivateOvs:
             self._mount_hugepages()
         try:
             self._run(OVSDB_TOOL, "create", str(self.db_file), str(SCHEMA))
-            self._run(
-                OVSDB_SERVER,
-                str(self.db_file),
-                f"--remote=punix:{self.db_sock}",
-                f"--pidfile={self.ovsdb_pidfile}",
-                f"--unixctl={self.ovsdb_ctl}",
-                f"--log-file={self.ovsdb_log}",
-                *OVS_CTL_LOG_LEVELS,
-                "--detach",
-            )
-            self._wait_for(lambda: self.db_sock.exists(), 10, "ovsdb-server socket", self.ovsdb_log)
+            self._start_ovsdb()
             other = self._dpdk_other_config()
             ovsdb_rpc.transact(
                 self.endpoint,
@@ -301,6 +291,34 @@ class PrivateOvs:
             if sock.is_socket():
                 sock.unlink()
         self._start_vswitchd()
+
+    def restart_ovsdb(self, sig: int = signal.SIGKILL) -> None:
+        """Kill ovsdb-server (``sig``) and start it again on the same database (for fault tests)."""
+        pid = _read_pid(self.ovsdb_pidfile)
+        if pid and pid_alive(pid):
+            os.kill(pid, sig)
+            while pid_alive(pid):
+                time.sleep(0.05)
+        self._start_ovsdb()
+
+    def signal_ovsdb(self, sig: int) -> None:
+        """Send ``sig`` to ovsdb-server (SIGSTOP / SIGCONT: a hung database, for fault tests)."""
+        pid = _read_pid(self.ovsdb_pidfile)
+        if pid and pid_alive(pid):
+            os.kill(pid, sig)
+
+    def _start_ovsdb(self) -> None:
+        self._run(
+            OVSDB_SERVER,
+            str(self.db_file),
+            f"--remote=punix:{self.db_sock}",
+            f"--pidfile={self.ovsdb_pidfile}",
+            f"--unixctl={self.ovsdb_ctl}",
+            f"--log-file={self.ovsdb_log}",
+            *OVS_CTL_LOG_LEVELS,
+            "--detach",
+        )
+        self._wait_for(lambda: self.db_sock.exists(), 10, "ovsdb-server socket", self.ovsdb_log)
 
     def _start_vswitchd(self) -> None:
         if not Path(f"/var/run/netns/{self.netns}").exists():

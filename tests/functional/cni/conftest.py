@@ -3,141 +3,14 @@ that execs the shim exactly as a container runtime does (environment + netconf o
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import pytest
 
-from vhostplug.cni.install import copy_ipam_plugins, install_shim
-from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
+from vhostplug_testsupport.cniagent import AgentProc, CniResult, make_agent, stop_agent
 
-VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
-
-
-@dataclass
-class CniResult:
-    code: int
-    out: dict[str, Any]
-    raw: str
-    seconds: float
-
-
-@dataclass
-class AgentProc:
-    root: Path
-    ovs: PrivateOvs
-    ovsdb: str
-    socket: Path
-    socket_root: Path
-    cni_bin: Path
-    config: Path
-    log: Path
-    proc: subprocess.Popen[bytes] | None = None
-    dataplane: OvsDataplane | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def start(self) -> None:
-        cfg = {
-            "listen": str(self.socket),
-            "socketRoot": str(self.socket_root),
-            "dataplane": {"backend": "ovs", "ovsdb": self.ovsdb, "ovsRundir": str(self.ovs.run_dir)},
-            "relocateSeconds": 0.2,
-            "stateDir": str(self.root / "state"),
-            **self.extra,
-        }
-        self.config.write_text(json.dumps(cfg))
-        log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([VHOSTPLUG, "agent", "--config", str(self.config)], stdout=log, stderr=log)
-        deadline = time.monotonic() + 20
-        while not self.socket.is_socket():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("agent did not start:\n" + self.log.read_text()[-3000:])
-            time.sleep(0.05)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=15)
-        self.proc = None
-
-    def netconf(self, **kw: Any) -> dict[str, Any]:
-        conf: dict[str, Any] = {
-            "cniVersion": "1.1.0",
-            "name": "vhnet",
-            "type": "vhostplug",
-            "agentSocket": str(self.socket),
-            "socketRoot": str(self.socket_root),
-            "bridge": "br-cni",
-        }
-        conf.update(kw)
-        return conf
-
-    def run(
-        self,
-        command: str,
-        conf: dict[str, Any] | str,
-        container_id: str = "",
-        ifname: str = "net1",
-        netns: str = "/var/run/netns/test",
-        args: str = "",
-        timeout: float = 60,
-    ) -> CniResult:
-        env = {
-            "CNI_COMMAND": command,
-            "CNI_CONTAINERID": container_id,
-            "CNI_IFNAME": ifname,
-            "CNI_NETNS": netns,
-            "CNI_PATH": str(self.cni_bin.parent),
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        }
-        if args:
-            env["CNI_ARGS"] = args
-        stdin = conf if isinstance(conf, str) else json.dumps(conf)
-        t0 = time.perf_counter()
-        proc = subprocess.run([str(self.cni_bin)], input=stdin.encode(), env=env, capture_output=True, timeout=timeout)
-        seconds = time.perf_counter() - t0
-        raw = proc.stdout.decode()
-        try:
-            out = json.loads(raw) if raw.strip() else {}
-        except ValueError:
-            out = {"unparsed": raw, "stderr": proc.stderr.decode()}
-        return CniResult(proc.returncode, out, raw, seconds)
-
-    def our_ports(self) -> list[str]:
-        assert self.dataplane is not None
-        return sorted(p.name for p in self.dataplane.list_ports())
-
-
-def make_agent(ovs: PrivateOvs, ovsdb: str | None = None, **extra: Any) -> AgentProc:
-    root = Path(tempfile.mkdtemp(prefix="vhp-cni-", dir="/tmp"))
-    bin_dir = root / "bin"
-    cni_bin = install_shim(bin_dir)
-    copy_ipam_plugins(bin_dir)
-    agent = AgentProc(
-        root=root,
-        ovs=ovs,
-        ovsdb=ovsdb or ovs.endpoint,
-        socket=root / "agent.sock",
-        socket_root=root / "s",
-        cni_bin=cni_bin,
-        config=root / "agent.json",
-        log=root / "agent.log",
-        extra=extra,
-    )
-    agent.dataplane = OvsDataplane(ovs.endpoint, ovs_rundir=ovs.run_dir)
-    agent.start()
-    return agent
+__all__ = ["AgentProc", "CniResult", "make_agent"]
 
 
 @pytest.fixture
@@ -146,10 +19,4 @@ def agent(private_ovs: PrivateOvs) -> Iterator[AgentProc]:
     try:
         yield a
     finally:
-        a.stop()
-        assert a.dataplane is not None
-        for port in a.dataplane.list_ports():
-            a.dataplane.detach(port.name)
-        a.dataplane.delete_bridge_if_ours("br-cni")
-        a.dataplane.close()
-        shutil.rmtree(a.root, ignore_errors=True)
+        stop_agent(a)
