@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint typecheck unit functional runtime e2e demo bench protos image clean
+.PHONY: setup test lint typecheck unit functional runtime fuzz e2e demo bench protos image clean
 
 setup:
 	@scripts/setup.sh
@@ -27,6 +27,10 @@ functional: setup
 runtime: setup
 	$(BIN)/python -m pytest -ra tests/runtime
 
+# generated inputs; VHOSTPLUG_FUZZ_SEED=<seed> reproduces a run, VHOSTPLUG_FUZZ_SCALE=<n> makes it n times bigger
+fuzz: setup
+	$(BIN)/python -m pytest -ra tests/fuzz
+
 e2e: setup
 	$(BIN)/python -m pytest -ra tests/e2e
 
@@ -37,6 +41,8 @@ bench: setup
 	$(BIN)/python bench/cni_latency.py
 	$(BIN)/python bench/deviceplugin_allocate.py
 	$(BIN)/python bench/migration_downtime.py
+	$(BIN)/python bench/churn.py
+	$(BIN)/python bench/vswitchd_restart.py
 	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/footprint.py
 

@@ -183,8 +183,8 @@ class CniGen:
             env["CNI_ARGS"] = r.choice(("IgnoreUnknown=1;K8S_POD_NAME=p", "bad", ";;", "=x", f"A={self.text()}"))
         if r.random() < 0.05:
             env.pop(r.choice(list(env)))
-        # an environment is bytes: what reaches the agent is valid UTF-8 (the wire refuses the rest)
-        return {k: v.encode("utf-8", "replace").decode() for k, v in env.items()}
+        # an environment is bytes without NUL: what reaches the agent is valid UTF-8 (the wire refuses the rest)
+        return {k: v.encode("utf-8", "replace").decode().replace("\0", "") for k, v in env.items()}
 
     def case(self) -> Case:
         return Case(self.env(), self.conf())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 import zlib
 from typing import Any
 
@@ -30,6 +31,12 @@ SCALE = float(os.environ.get(SCALE_ENV, "1") or "1")
 def cases(n: int) -> int:
     """How many cases to run for a suite whose CI size is ``n``."""
     return max(1, int(n * SCALE))
+
+
+def time_budget(seconds: float) -> float:
+    """A ``time.monotonic()`` deadline of ``seconds`` (times the scale): suites that exec processes stop generating
+    there, after their minimum count, so a slow host stays inside the CI time limit."""
+    return time.monotonic() + seconds * SCALE
 
 
 def seed_for(name: str) -> int:

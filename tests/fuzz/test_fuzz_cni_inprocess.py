@@ -2,7 +2,7 @@
 folder. Every answer is the spec's (exit 0/1, a result or error JSON), no internal error, no exception escapes, no
 logged traceback, and nothing is left behind: a failed ADD made nothing; a successful one is undone by DEL.
 
-Sizes (CI, scale 1): 2,500 wire requests + 2,000 netconfs + 2,600 handler calls. ``VHOSTPLUG_FUZZ_SCALE`` scales them.
+Sizes (CI, scale 1): 3,000 wire requests + 2,500 netconfs + 2,200 handler calls (2,000 random, 200 valid). ``VHOSTPLUG_FUZZ_SCALE`` scales them.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def _files(root: Path) -> list[str]:
 def test_wire_decoder(fuzz_rng: random.Random, tmp_path: Path) -> None:
     gen = CniGen(fuzz_rng, tmp_path, tmp_path)
     seen = {"ok": 0, "refused": 0}
-    for i in range(cases(2500)):
+    for i in range(cases(3000)):
         if i % 3 == 0:
             data = gen.mutate(VALID_REQUEST)
         elif i % 3 == 1:
@@ -60,7 +60,7 @@ def test_wire_decoder(fuzz_rng: random.Random, tmp_path: Path) -> None:
 def test_netconf_parser(fuzz_rng: random.Random, tmp_path: Path) -> None:
     gen = CniGen(fuzz_rng, tmp_path, tmp_path)
     seen = {"ok": 0, "refused": 0}
-    for _ in range(cases(2000)):
+    for _ in range(cases(2500)):
         raw = gen.conf()
         try:
             conf = netconf.parse(raw)
