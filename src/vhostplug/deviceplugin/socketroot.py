@@ -8,7 +8,6 @@ OVS is the vhost-user client of every ``dpdkvhostuserclient`` port and must see 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,11 +17,10 @@ from pydantic import field_validator
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
-from vhostplug.deviceplugin.vhostuser import root_writable
+from vhostplug.deviceplugin.vhostuser import FixedKind, root_writable
 
 if TYPE_CHECKING:
     from vhostplug.deviceplugin.kinds import NodeContext
-    from vhostplug.protocols import DeviceSource
 
 DEVICE_ID = "dataplane0"
 ENV_SOCKET_ROOT = "VHOSTPLUG_SOCKET_ROOT"
@@ -73,16 +71,5 @@ class SocketRootDevice:
         """Nothing is written outside the pod."""
 
 
-@dataclass(frozen=True)
-class SocketRootKind:
-    """The kind: one source when enabled, none otherwise; nothing to discover."""
-
-    sources: tuple[DeviceSource, ...]
-    rescan_seconds: float | None = None
-
-    def rescan(self) -> None:
-        pass
-
-
-def build(node: NodeContext, config: SocketRootConfig) -> SocketRootKind:
-    return SocketRootKind((SocketRootDevice(config, node.socket_root),) if config.enabled else ())
+def build(node: NodeContext, config: SocketRootConfig) -> FixedKind:
+    return FixedKind((SocketRootDevice(config, node.socket_root),) if config.enabled else ())

@@ -226,8 +226,8 @@ class VhostUserDevices:
 
 
 @dataclass(frozen=True)
-class VhostUserKind:
-    """The kind: one source with a fixed list of IDs; nothing to discover."""
+class FixedKind:
+    """A kind whose devices are known from its config (vhostuser, the socket root): nothing to discover."""
 
     sources: tuple[DeviceSource, ...]
     rescan_seconds: float | None = None
@@ -236,7 +236,7 @@ class VhostUserKind:
         pass
 
 
-def build(node: NodeContext, config: VhostUserConfig) -> VhostUserKind:
-    return VhostUserKind(
+def build(node: NodeContext, config: VhostUserConfig) -> FixedKind:
+    return FixedKind(
         (VhostUserDevices(config, node.socket_root, node.devinfo_dir, node.container_root, node.health_probe),)
     )

@@ -33,6 +33,8 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from vhostplug.cni.wire import depth as json_depth
+
 log = logging.getLogger("vhostplug.kubevirt.webhook")
 
 NETWORKS_ANNOTATION = "k8s.v1.cni.cncf.io/networks"
@@ -399,23 +401,6 @@ def check_pod(pod: dict[str, Any]) -> None:
             _expect(mount, dict, f"{where}.volumeMounts[{m}]", optional=False)
 
 
-def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when ``value`` (decoded JSON) nests no deeper than ``limit`` lists/objects (walked without recursion)."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: Any = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
-        if depth > limit:
-            return False
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return True
-
-
 TOO_DEEP = f"request body is nested deeper than {MAX_DEPTH} levels"
 
 
@@ -570,7 +555,7 @@ async def answer(raw: bytes, resolver: NadResolver, config: WebhookConfig) -> tu
         body = decode(raw)
     except ReviewError as exc:
         return 400, {"error": str(exc)}
-    if not depth_ok(body):
+    if json_depth(body) > MAX_DEPTH:
         uid = _uid_of(body)
         if uid is None:
             return 400, {"error": TOO_DEEP}
