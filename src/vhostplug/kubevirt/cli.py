@@ -69,7 +69,7 @@ def webhook(
         30.0, "--cache-ttl", help="Seconds a NetworkAttachmentDefinition lookup is cached."
     ),
     header_timeout: float = typer.Option(
-        10.0, "--header-timeout", help="Seconds a client has for its request head, and for its body; idle close."
+        10.0, "--header-timeout", help="Seconds a client has for its TLS handshake, its request head, and its body; idle close."
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

@@ -624,10 +624,13 @@ async def serve(
     config: WebhookConfig,
     reload_interval: float = 1.0,
     header_timeout: float = HEADER_TIMEOUT,
-    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    handshake_timeout: float | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. A connection that has not finished its TLS handshake within ``handshake_timeout``,
-    or its request line and headers within ``header_timeout`` (also: an idle kept-alive connection), is closed."""
+    """Serve until SIGTERM/SIGINT. A connection that has not finished its TLS handshake within ``handshake_timeout``
+    (default: ``header_timeout``, at most 10 s), or its request line and headers within ``header_timeout`` (also: an
+    idle kept-alive connection), is closed; a body not received within ``header_timeout`` is answered 408."""
+    if handshake_timeout is None:
+        handshake_timeout = min(HANDSHAKE_TIMEOUT, header_timeout)
     certs = CertReloader(cert, key)
     app = make_app(resolver, config, certs, body_timeout=header_timeout)
     # aiohttp arms keepalive_timeout when a connection is made and closes it if no complete request head arrived

@@ -398,6 +398,34 @@ def test_unfinished_headers_are_cut_off(webhook: Webhook) -> None:
     assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-slow")["allowed"]
 
 
+def _wait_closed(sock: socket.socket, deadline: float) -> None:
+    """Read (an alert, say) until the server closes; a timeout past ``deadline`` fails."""
+    while True:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            if not sock.recv(4096):
+                return
+        except ConnectionResetError:
+            return
+
+
+def test_unfinished_tls_handshakes_are_cut_off(webhook: Webhook) -> None:
+    conns = []
+    for n in range(30):
+        raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=5)
+        if n % 2:
+            raw.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
+        conns.append(raw)
+    deadline = time.monotonic() + HEADER_TIMEOUT + 8
+    try:
+        for raw in conns:
+            _wait_closed(raw, deadline)  # a socket.timeout here: the server kept it open
+    finally:
+        for raw in conns:
+            raw.close()
+    assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-hs")["allowed"]
+
+
 def test_oversize_bodies_are_refused_before_they_are_read(webhook: Webhook) -> None:
     ctx = webhook.context()
     with (
