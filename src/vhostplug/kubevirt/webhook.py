@@ -453,6 +453,9 @@ async def review(body: Any, resolver: NadResolver, config: WebhookConfig) -> dic
         raise ReviewError("AdmissionReview.request has no uid")
     pod = req.get("object")
     kind = (req.get("kind") or {}).get("kind") if isinstance(req.get("kind"), dict) else None
+    if kind == "Pod" and not isinstance(pod, dict):
+        message = f"vhostplug: request.object must be an object, not {type(pod).__name__}"
+        return _response(uid, allowed=False, message=message, code=400)
     if kind != "Pod" or not isinstance(pod, dict):
         return _response(
             uid, warnings=[f"vhostplug webhook: only Pods are mutated, not {_short(kind)}; admitted unchanged"]

@@ -262,6 +262,13 @@ def test_wrongly_typed_pod_fields_are_denied_naming_the_field(
     assert field in resp["status"]["message"] and "internal error" not in resp["status"]["message"]
 
 
+def test_a_pod_review_without_a_pod_object_is_denied(webhook: Webhook) -> None:
+    for obj in ("x", ["a"], 3):
+        resp = webhook.review(obj, uid="obj")
+        assert resp["allowed"] is False and resp["status"]["code"] == 400
+        assert "request.object must be an object" in resp["status"]["message"]
+
+
 def test_bad_namespace_of_the_request_is_denied(webhook: Webhook) -> None:
     for ns in (["x"], "Default", "a/b"):
         resp = webhook.review(net_pod("vhu-net"), uid="ns", namespace=ns)
