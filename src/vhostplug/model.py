@@ -103,6 +103,17 @@ class Attachment:
 
 
 @dataclass(frozen=True)
+class NetdevPort:
+    """An existing kernel netdev (a vDPA representor) to put on a bridge as a ``system`` port."""
+
+    name: str
+    bridge: str
+    external_ids: tuple[tuple[str, str], ...] = ()
+    mtu: int | None = None
+    vlan: int | None = None
+
+
+@dataclass(frozen=True)
 class VhostUserPort:
     """A vhost-user interface as the dataplane reports it."""
 

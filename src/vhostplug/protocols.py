@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from vhostplug.model import Attachment, DataplaneHealth, VhostUserPort
+from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 
 if TYPE_CHECKING:  # the device plugin's types; importing them here would pull grpc into every user of this module
     from vhostplug.deviceplugin.api.deviceplugin_pb2 import ContainerAllocateResponse
@@ -34,6 +34,15 @@ class Dataplane(Protocol):
 
     def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
         """Create the port in one transaction (bridge made if missing), wait for its ofport, return it."""
+        ...
+
+    def attach_netdev(self, port: NetdevPort, timeout: float = 5.0) -> VhostUserPort:
+        """Put an existing kernel netdev on ``port.bridge`` as a ``system`` port in one transaction (bridge made if
+        missing), wait for its ofport, return it; the netdev must be in :meth:`netdev_namespace`."""
+        ...
+
+    def netdev_namespace(self) -> str | None:
+        """Path of the network namespace where the switch opens kernel netdevs; None when it is the agent's own."""
         ...
 
     def detach(self, port_name: str) -> bool:

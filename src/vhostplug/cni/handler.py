@@ -157,7 +157,7 @@ class CniHandler:
         with self._lock:
             if env.command == "ADD":
                 return vdpa_verbs.add(att, env, conf, raw, version, self._ipam_env, self.records)
-            vdpa_verbs.check(att, env, conf, raw, self._ipam_env)
+            vdpa_verbs.check(att, env, conf, raw, self._ipam_env, self.records)
         return None
 
     # -- planning ----------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vhostplug.model import Attachment, DataplaneHealth, VhostUserPort
+from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 
 
 class NoopDataplane:
@@ -33,6 +33,15 @@ class NoopDataplane:
         )
         self._ports.setdefault(attachment.port_name, port)
         return self._ports[attachment.port_name]
+
+    def attach_netdev(self, port: NetdevPort, timeout: float = 5.0) -> VhostUserPort:
+        made = VhostUserPort(
+            port.name, port.bridge, "system", "", len(self._ports) + 1, dict(port.external_ids), {}, port.mtu, port.vlan
+        )
+        return self._ports.setdefault(port.name, made)
+
+    def netdev_namespace(self) -> str | None:
+        return None
 
     def detach(self, port_name: str) -> bool:
         return self._ports.pop(port_name, None) is not None

@@ -8,6 +8,7 @@ The transaction waits for ovs-vswitchd to apply it (``cur_cfg``), then we read `
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -24,7 +25,7 @@ from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vhostplug.dataplane import ovsdb_rpc
-from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, DataplaneHealth, VhostUserPort
+from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 from vhostplug.protocols import DataplaneError, DataplaneUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -85,6 +86,37 @@ class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         port.external_ids = {EXTERNAL_ID_ATTACHMENT: att.key}
         if att.vlan is not None:
             port.tag = att.vlan
+        bridge.addvalue("ports", port)
+        self.result = iface.uuid
+
+
+class _NetdevCommand(ovs_command.BaseCommand):  # type: ignore[misc]
+    """Bridge (if missing) + Port (VLAN tag) + ``system`` Interface for an existing kernel netdev."""
+
+    def __init__(self, api: Any, port: NetdevPort) -> None:
+        super().__init__(api)
+        self.port = port
+
+    def run_idl(self, txn: Any) -> None:
+        p = self.port
+        bridge = idlutils.row_by_value(self.api.idl, "Bridge", "name", p.bridge, None)
+        if bridge is None:
+            bridge = insert_bridge(self.api, txn, p.bridge)
+        iface = txn.insert(self.api._tables["Interface"])
+        txn.expected_ifaces.add(iface.uuid)
+        iface.name = p.name
+        iface.type = "system"
+        iface.external_ids = dict(p.external_ids)
+        if p.mtu:
+            iface.mtu_request = p.mtu
+        port = txn.insert(self.api._tables["Port"])
+        port.name = p.name
+        port.interfaces = [iface]
+        key = dict(p.external_ids).get(EXTERNAL_ID_ATTACHMENT)
+        if key:
+            port.external_ids = {EXTERNAL_ID_ATTACHMENT: key}
+        if p.vlan is not None:
+            port.tag = p.vlan
         bridge.addvalue("ports", port)
         self.result = iface.uuid
 
@@ -236,6 +268,31 @@ class OvsDataplane:
         except Exception as exc:
             self._raise_unavailable_or(exc, f"OVSDB transaction adding {attachment.port_name} failed")
         return self._wait_ofport(attachment.port_name, attachment.bridge, timeout)
+
+    def attach_netdev(self, port: NetdevPort, timeout: float = 5.0) -> VhostUserPort:
+        existing = self.get_port(port.name)
+        if existing is not None:
+            owner = existing.attachment_key
+            raise DataplaneError(
+                f"netdev {port.name} is already OVS port of bridge {existing.bridge or '?'} "
+                f"({'attachment ' + owner if owner else 'not made by vhostplug'})"
+            )
+        api = self._connected_api()
+        try:
+            with api.transaction(check_error=True, log_errors=False) as txn:
+                txn.add(_NetdevCommand(api, port))
+        except Exception as exc:
+            self._raise_unavailable_or(exc, f"OVSDB transaction adding {port.name} to {port.bridge} failed")
+        return self._wait_ofport(port.name, port.bridge, timeout)
+
+    def netdev_namespace(self) -> str | None:
+        """ovs-vswitchd's network namespace (from its pidfile in the run folder) when it is not ours."""
+        try:
+            pid = int((self.ovs_rundir / "ovs-vswitchd.pid").read_text().strip())
+            theirs = os.readlink(f"/proc/{pid}/ns/net")
+        except (OSError, ValueError):
+            return None
+        return None if theirs == os.readlink("/proc/self/ns/net") else f"/proc/{pid}/ns/net"
 
     def _wait_ofport(self, name: str, bridge: str, timeout: float) -> VhostUserPort:
         deadline = time.monotonic() + timeout

@@ -22,15 +22,15 @@ from typing import Any
 
 from vhostplug import deviceinfo, fsutil
 from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, IO_FAILURE, CniError, convert_ips, version_tuple
-from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.deviceplugin.config import VdpaPool
-from vhostplug.model import EXTERNAL_ID_ATTACHMENT, VhostUserPort, attachment_key
-from vhostplug.protocols import DataplaneError
-from vhostplug.vdpa import netdev, ovsport, sysfs
-from vhostplug.vdpa.ovsport import ID_VDPA_DEVICE
+from vhostplug.model import EXTERNAL_ID_ATTACHMENT, NetdevPort, VhostUserPort, attachment_key
+from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
+from vhostplug.vdpa import netdev, sysfs
 
 LOG = logging.getLogger(__name__)
 
+#: external_ids key naming the vDPA device of a representor port (what marks a port as a vDPA attachment)
+ID_VDPA_DEVICE = "vhostplug-vdpa-device"
 ID_NETWORK = "vhostplug-network"
 ID_DEVINFO = "vhostplug-devinfo"
 ID_NETNS = "vhostplug-netns"
@@ -92,7 +92,7 @@ def _fail(code: int, exc: Exception, what: str = "") -> CniError:
 
 
 class VdpaAttacher:
-    def __init__(self, dataplane: OvsDataplane, policy: VdpaPolicy, attach_timeout: float = 5.0) -> None:
+    def __init__(self, dataplane: Dataplane, policy: VdpaPolicy, attach_timeout: float = 5.0) -> None:
         self.dp = dataplane
         self.policy = policy
         self.attach_timeout = attach_timeout
@@ -113,22 +113,37 @@ class VdpaAttacher:
         except sysfs.VdpaLookupError as exc:
             raise _fail(INVALID_CONFIG, exc) from None
         try:
-            return sysfs.resolve(p.sysfs_root, p.dev_root, dev.name, list(p.pools), req.pool)
+            target = sysfs.resolve(p.sysfs_root, p.dev_root, dev.name, list(p.pools), req.pool)
         except sysfs.VdpaLookupError as exc:
             code = INVALID_CONFIG if "pool" in str(exc) else DATAPLANE_FAILURE
             raise _fail(code, exc) from None
+        # one representor per device: the device is in use when its representor already is a switch port
+        held = self.dp.get_port(target.representor)
+        if held is not None:
+            who = held.attachment_key or "something not made by vhostplug"
+            raise CniError(
+                DATAPLANE_FAILURE,
+                f"vDPA device {dev.name} is in use by {who} (its representor {held.name} is on bridge {held.bridge})",
+            )
+        sw = self.dp.netdev_namespace()
+        if netdev.get(target.representor, sw) is None:
+            where = f"the namespace of the switch ({sw})" if sw else "the host namespace"
+            raise CniError(DATAPLANE_FAILURE, f"representor {target.representor} of {dev.name} is not in {where}")
+        return target
 
-    def add(self, req: VdpaRequest, ipam_result: dict[str, Any], undo: list[Callable[[], object]]) -> Added:
-        target = self.resolve(req)
+    def add(
+        self,
+        req: VdpaRequest,
+        target: sysfs.VdpaTarget,
+        ipam_result: dict[str, Any],
+        undo: list[Callable[[], object]],
+    ) -> Added:
+        """The side effects, in order, each pushing its undo (``target`` comes from :meth:`resolve`)."""
         dev = target.device
-        for port in ovsport.list_ports(self.dp):
-            if port.external_ids.get(ID_VDPA_DEVICE) == dev.name and port.attachment_key != req.key:
-                raise CniError(DATAPLANE_FAILURE, f"vDPA device {dev.name} is in use by {port.attachment_key}")
-        sw = ovsport.switch_netns(self.dp)
+        sw = self.dp.netdev_namespace()
         rep = netdev.get(target.representor, sw)
         if rep is None:
-            where = f"the namespace of ovs-vswitchd ({sw})" if sw else "the host namespace"
-            raise CniError(DATAPLANE_FAILURE, f"representor {target.representor} of {dev.name} is not in {where}")
+            raise CniError(DATAPLANE_FAILURE, f"representor {target.representor} of {dev.name} vanished")
         ids: dict[str, str] = {
             EXTERNAL_ID_ATTACHMENT: req.key,
             "vhostplug-container-id": req.container_id,
@@ -155,7 +170,10 @@ class VdpaAttacher:
         netdev.set_link(rep.name, sw, state="up")
         undo.append(lambda: netdev.set_link(rep.name, sw, state="up" if rep.up else "down"))
         try:
-            ovsport.attach(self.dp, req.bridge, rep.name, ids, req.mtu, req.vlan, timeout=self.attach_timeout)
+            port = NetdevPort(rep.name, req.bridge, tuple(sorted(ids.items())), req.mtu, req.vlan)
+            self.dp.attach_netdev(port, timeout=self.attach_timeout)
+        except DataplaneUnavailable:
+            raise
         except DataplaneError as exc:
             raise CniError(DATAPLANE_FAILURE, str(exc)) from None
         undo.append(lambda: self.dp.detach(rep.name))
@@ -217,16 +235,13 @@ class VdpaAttacher:
         return Added(target, mac, req.mtu, dev.container_path)
 
     # -- DEL -----------------------------------------------------------------------------------------------------
-    def find_port(self, key: str) -> VhostUserPort | None:
-        return next((p for p in ovsport.list_ports(self.dp) if p.attachment_key == key), None)
-
     def undo_port(self, port: VhostUserPort, netns: str | None) -> None:
         """Give back what ADD made around the port (the device-info file is the caller's, from the record)."""
         ids = port.external_ids
         self.dp.detach(port.name)
         if ids.get(ID_DRIVER) == "virtio":
             self._return_netdev(ids, netns or ids.get(ID_NETNS) or "")
-        sw = ovsport.switch_netns(self.dp)
+        sw = self.dp.netdev_namespace()
         try:
             if netdev.get(port.name, sw) is not None:
                 state = "up" if ids.get(ID_REP_UP) == "true" else "down"
@@ -258,10 +273,10 @@ class VdpaAttacher:
             raise CniError(IO_FAILURE, f"cannot rename {found.name} back to {name}: {exc}") from None
 
     # -- CHECK ---------------------------------------------------------------------------------------------------
-    def check(self, req: VdpaRequest, prev: dict[str, Any]) -> None:
-        port = self.find_port(req.key)
-        if port is None:
-            raise CniError(DATAPLANE_FAILURE, f"no representor port of {req.key} on OVS")
+    def check(self, req: VdpaRequest, prev: dict[str, Any], port_name: str) -> None:
+        port = self.dp.get_port(port_name)
+        if port is None or port.attachment_key != req.key:
+            raise CniError(DATAPLANE_FAILURE, f"the representor port {port_name} of {req.key} is not on the switch")
         if port.ofport is None or port.ofport <= 0:
             raise CniError(DATAPLANE_FAILURE, f"representor port {port.name} has no ofport ({port.status})")
         ids = port.external_ids

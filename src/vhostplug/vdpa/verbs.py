@@ -10,12 +10,10 @@ from typing import Any, Protocol
 from vhostplug.cni import ipam
 from vhostplug.cni.netconf import NetConf
 from vhostplug.cni.records import Record, RecordStore
-from vhostplug.cni.spec import INVALID_CONFIG, STATUS_UNAVAILABLE, TRY_AGAIN_LATER, CniEnv, CniError
-from vhostplug.dataplane.ovs import OvsDataplane
+from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, STATUS_UNAVAILABLE, TRY_AGAIN_LATER, CniEnv, CniError
 from vhostplug.model import VhostUserPort
 from vhostplug.protocols import Dataplane
-from vhostplug.vdpa.attach import VdpaAttacher, VdpaPolicy, VdpaRequest, result
-from vhostplug.vdpa.ovsport import ID_VDPA_DEVICE
+from vhostplug.vdpa.attach import ID_VDPA_DEVICE, VdpaAttacher, VdpaPolicy, VdpaRequest, result
 
 LOG = logging.getLogger(__name__)
 
@@ -25,10 +23,6 @@ class IpamEnv(Protocol):
 
 
 def attacher(dataplane: Dataplane, policy: VdpaPolicy | None, timeout: float) -> VdpaAttacher:
-    if not isinstance(dataplane, OvsDataplane):
-        raise CniError(
-            INVALID_CONFIG, f"vDPA attachments need the ovs dataplane backend, not {type(dataplane).__name__}"
-        )
     return VdpaAttacher(dataplane, policy or VdpaPolicy(), attach_timeout=timeout)
 
 
@@ -92,7 +86,7 @@ def add(
             i_env = ipam_env(env, req.container_id, req.ifname)
             ipam_result = ipam.delegate("ADD", raw, i_env, env.path)
             undo.append(lambda: ipam.delegate("DEL", raw, i_env, env.path))
-        added = att.add(req, ipam_result, undo)
+        added = att.add(req, target, ipam_result, undo)
     except BaseException:
         for step in reversed(undo):
             try:
@@ -123,12 +117,22 @@ def status(policy: VdpaPolicy | None) -> None:
         raise CniError(STATUS_UNAVAILABLE, f"no vDPA bus under {root} on this node")
 
 
-def check(att: VdpaAttacher, env: CniEnv, conf: NetConf, raw: dict[str, Any], ipam_env: IpamEnv) -> None:
+def check(
+    att: VdpaAttacher,
+    env: CniEnv,
+    conf: NetConf,
+    raw: dict[str, Any],
+    ipam_env: IpamEnv,
+    records: RecordStore,
+) -> None:
     if conf.prev_result is None:
         raise CniError(INVALID_CONFIG, "CHECK needs prevResult")
     health = att.dp.health()
     if not health.ok:
         raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
-    att.check(request(env, conf), conf.prev_result)
+    record = records.load(env.container_id, env.ifname)
+    if record is None:
+        raise CniError(DATAPLANE_FAILURE, f"no attachment {env.container_id}/{env.ifname} on this node")
+    att.check(request(env, conf), conf.prev_result, record.port_name)
     if conf.ipam:
         ipam.delegate("CHECK", raw, ipam_env(env, env.container_id, env.ifname), env.path)

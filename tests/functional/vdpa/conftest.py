@@ -19,10 +19,11 @@ import pytest
 
 from tests.conftest import require_root
 from tests.functional.cni.conftest import AgentProc, CniResult, make_agent
+from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.pods import LabPod, create_pod, delete_pod, ensure_host_dirs
 from vhostplug.lab.vdpa_parts import StandIn, build
-from vhostplug.vdpa import ovsport
+from vhostplug.vdpa.attach import ID_VDPA_DEVICE
 
 VIRTIO_POOL = "vhostplug.io/vdpa_virtio"
 VHOST_POOL = "vhostplug.io/vdpa_vhost"
@@ -70,8 +71,9 @@ class VdpaRig:
         return self.agent.run("ADD", conf, cid, "net1", pod.netns_path)
 
     def ports(self) -> list[str]:
-        assert self.agent.dataplane is not None
-        return sorted(p.name for p in ovsport.list_ports(self.agent.dataplane))
+        """Names of the OVS interfaces that are vDPA representors we made (asked of OVSDB directly)."""
+        rows = ovsdb_rpc.select(self.agent.ovsdb, "Interface", columns=["name", "external_ids"], where=[])
+        return sorted(str(r["name"]) for r in rows if ID_VDPA_DEVICE in ovsdb_rpc.ovs_map(r.get("external_ids")))
 
 
 def in_pod(pod: LabPod, *cmd: str) -> subprocess.CompletedProcess[str]:

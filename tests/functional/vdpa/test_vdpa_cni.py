@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 from tests.functional.vdpa.conftest import VHOST_POOL, VdpaRig, host_link, in_pod
-from vhostplug.vdpa import ovsport
 
 VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
 
@@ -201,4 +200,3 @@ def test_gc_and_status_cover_vdpa(vdpa_rig: VdpaRig) -> None:
     assert rig.agent.run("STATUS", conf, "", "").code == 0
     assert rig.agent.run("DEL", rig.netconf("vdpa1"), "cid-gb", "net1", b.netns_path).code == 0
     assert rig.ports() == []
-    assert ovsport.ID_VDPA_DEVICE == "vhostplug-vdpa-device"
