@@ -88,7 +88,8 @@ def test_vhost_vdpa_device_and_podinfo_prints_its_vdev(vdpa_rig: VdpaRig) -> Non
     rig = vdpa_rig
     pod = rig.pod("v")
     vf = rig.parts.vfs[3]
-    r = rig.add(pod, "cid-v", "vdpa3", pool=VHOST_POOL, runtimeConfig={"deviceID": "vdpa3", "mac": "02:aa:00:00:00:03"})
+    rc = {"deviceID": "vdpa3", "mac": "02:aa:00:00:00:03"}
+    r = rig.add(pod, "cid-v", "vdpa3", pool=VHOST_POOL, runtimeConfig=rc, ifaceID="ovn-lsp-v")
     assert r.code == 0, r.out
     iface = r.out["interfaces"][1]
     assert iface["socketPath"] == "/dev/vhost-vdpa-3" and iface["mac"] == "02:aa:00:00:00:03"
@@ -111,6 +112,7 @@ def test_vhost_vdpa_device_and_podinfo_prints_its_vdev(vdpa_rig: VdpaRig) -> Non
     assert out.split() == ["--vdev", "virtio_user0,path=/dev/vhost-vdpa-3"]
     port = rig.agent.dataplane.get_port(vf.representor) if rig.agent.dataplane else None
     assert port is not None and port.external_ids["vhostplug-vdpa-driver"] == "vhost"
+    assert port.external_ids["iface-id"] == "ovn-lsp-v"  # OVN's logical port, when the network names it
     assert rig.agent.run("DEL", rig.netconf("vdpa3", pool=VHOST_POOL), "cid-v", "net1", pod.netns_path).code == 0
     assert rig.ports() == [] and not rig.devinfo_path("cid-v").exists()
 
