@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,10 @@ class VdpaAttacher:
                 "a vDPA attachment needs runtimeConfig.deviceID (the vDPA device name or PCI address)",
                 "request the pool's resource in the pod and name it in the NetworkAttachmentDefinition's "
                 "k8s.v1.cni.cncf.io/resourceName annotation",
+            )
+        if req.mac and not _unicast_mac(req.mac):
+            raise CniError(
+                INVALID_CONFIG, f"runtimeConfig.mac {req.mac!r} is not a unicast MAC such as 02:00:00:00:00:01"
             )
         p = self.policy
         try:
@@ -323,6 +328,10 @@ def result(version: str, req: VdpaRequest, added: Added, ipam_result: dict[str, 
     if ipam_result.get("dns"):
         out["dns"] = ipam_result["dns"]
     return out
+
+
+def _unicast_mac(mac: str) -> bool:
+    return re.fullmatch(r"[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}", mac) is not None and not int(mac[:2], 16) & 1
 
 
 def _pci_of(policy: VdpaPolicy, ids: dict[str, str]) -> str | None:
