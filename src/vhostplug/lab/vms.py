@@ -180,7 +180,9 @@ def lab_domain_xml(
 ) -> str:
     """A virt-launcher-like domain (TCG, q35, no disks) booting the lab guest; the sidecar adds the interfaces."""
     guest = guest or Guest.find()
-    full_cmdline = f"console=ttyS0 quiet panic=-1 {cmdline}".strip()
+    # no_timer_check: under TCG on a loaded host the guest's IO-APIC timer check times out and the kernel panics
+    # ("IO-APIC + timer doesn't work!", "8254 timer not connected to IO-APIC"); the check only guards broken hardware
+    full_cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check {cmdline}".strip()
     root = etree.Element("domain", nsmap={"qemu": QEMU_NS}, type="qemu")
     etree.SubElement(root, "name").text = name
     etree.SubElement(root, "memory", unit="MiB").text = str(memory_mb)
