@@ -46,6 +46,10 @@ bench: setup
 	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/footprint.py
 
+# the project's OCI image (build/vhostplug-<version>.oci.tar + .digest); cached, rebuilt when its inputs change
+image: setup
+	scripts/build-image.sh
+
 protos: setup
 	$(BIN)/python scripts/gen_protos.py
 
