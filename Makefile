@@ -45,6 +45,7 @@ bench: setup
 	$(BIN)/python bench/vswitchd_restart.py
 	$(BIN)/python bench/dataplane.py
 	$(BIN)/python bench/footprint.py
+	$(BIN)/python bench/runtime_sandbox.py
 
 # the project's OCI image (build/vhostplug-<version>.oci.tar + .digest); cached, rebuilt when its inputs change
 image: setup
