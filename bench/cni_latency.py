@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.dataplane import ovsdb_rpc
-from vhostplug.lab.stack import LabPaths, lab_down, lab_up
+from vhostplug.lab.stack import LabPaths, lab_bridges, lab_down, lab_up
 from vhostplug.lab.vms import add_vhost_client_ports
 
 SCALES = (10, 100, 1000)
@@ -170,6 +170,8 @@ def main() -> int:
     try:
         status = lab_up(run_dir)
         paths = LabPaths(run_dir)
+        global BRIDGE
+        BRIDGE = lab_bridges(paths)[0]  # the lab agent's node policy allows only the lab's bridges
         endpoint = f"unix:{status['ovsdb']}"
         folder = run_dir / "fill"
         folder.mkdir()

@@ -179,6 +179,8 @@ def bench_agent(work: Path, ordinary: int) -> dict[str, Any]:
         "devicePluginDir": str(dp_dir),
         "devicePlugin": {},
         "dataplane": {"backend": "noop"},
+        "bridges": {"allowed": ["br-fp"]},  # node policy: the bridge the benchmark's network names
+        "stateDir": str(work / "state"),
     }
     (work / "agent.json").write_text(json.dumps(config))
     shim = install_shim(work / "bin")

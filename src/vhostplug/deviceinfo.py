@@ -12,13 +12,13 @@ from typing import Any
 
 from vhostplug import fsutil
 from vhostplug.model import Mode
+from vhostplug.validation import DEFAULT_CONTAINER_ROOT, DEFAULT_DEVINFO_DIR
+
+__all__ = ["DEFAULT_CONTAINER_ROOT", "DEFAULT_DEVINFO_DIR"]
 
 SPEC_VERSION = "1.1.0"
-DEFAULT_DEVINFO_DIR = Path("/var/run/k8s.cni.cncf.io/devinfo")
 #: socket file name inside a device folder: fixed, so the device plugin can name it before the CNI runs
 DEVICE_SOCKET_NAME = "vhu.sock"
-#: where a vhost-user device folder appears inside the container (one short folder per device ID)
-DEFAULT_CONTAINER_ROOT = "/var/run/vhostplug"
 
 
 def container_device_dir(device_id: str, container_root: str = DEFAULT_CONTAINER_ROOT) -> str:

@@ -1,8 +1,9 @@
 """Symlink-safe filesystem work in folders a pod can write to: make, empty, own and remove, never following links.
 
-Everything here works on a folder through an ``O_PATH|O_NOFOLLOW``-free ``openat`` discipline: the last component is
-checked with ``lstat`` and opened with ``O_NOFOLLOW|O_DIRECTORY``, and entries inside are removed relative to that
-descriptor, so a symlink planted by a pod in its shared folder is unlinked, not followed.
+Everything here works on a folder through an ``openat`` discipline: the folder is opened with
+``O_NOFOLLOW|O_DIRECTORY`` and entries inside are made, removed, owned and moved relative to that descriptor (owner
+and mode of a socket through an ``O_PATH`` descriptor checked with ``fstat``), so a symlink planted by a pod in its
+shared folder is unlinked or refused, never followed, and never raced between a check and a use.
 """
 
 from __future__ import annotations
@@ -45,14 +46,6 @@ def check_component(name: str, what: str = "name") -> None:
     """Refuse anything that could escape a folder when used as one path component."""
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise UnsafePathError(f"{what} {name!r} is not a plain file name (no '/', '..' or NUL allowed)")
-
-
-def is_within(path: Path, root: Path) -> bool:
-    try:
-        Path(os.path.normpath(path)).relative_to(os.path.normpath(root))
-    except ValueError:
-        return False
-    return True
 
 
 def open_dir_nofollow(path: Path) -> int:
@@ -177,9 +170,30 @@ def write_json_in(folder: Path, name: str, obj: Any, mode: int = 0o644, own: Own
 
 
 def set_socket_owner(path: Path, own: Ownership) -> None:
-    """chown/chmod a unix socket without following a symlink at its name (sockets cannot be opened)."""
-    st = os.lstat(path)
-    if not stat.S_ISSOCK(st.st_mode):
-        raise UnsafePathError(f"{path} is not a unix socket")
-    os.chown(path, own.uid, own.gid, follow_symlinks=False)
-    os.chmod(path, own.socket_mode)  # lstat above showed it is no symlink
+    """chown/chmod the unix socket ``path`` race-free (see :func:`set_socket_owner_at`); its folder is not followed."""
+    fd = open_dir_nofollow(path.parent)
+    try:
+        set_socket_owner_at(fd, path.name, own)
+    finally:
+        os.close(fd)
+
+
+def set_socket_owner_at(dir_fd: int, name: str, own: Ownership) -> None:
+    """chown/chmod the unix socket ``name`` in the folder ``dir_fd`` without a window for a swapped link.
+
+    The entry is opened with ``O_PATH|O_NOFOLLOW`` (a symlink is opened as itself), checked to be a socket with
+    ``fstat`` on that descriptor, and changed through ``/proc/self/fd/N``, which names exactly that inode: whatever
+    a pod renames or links in the folder meanwhile, no other file's owner or mode can change.
+    """
+    check_component(name)
+    fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISSOCK(st.st_mode):
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a unix socket"
+            raise UnsafePathError(f"{name} is {kind}; refusing to change its owner or mode")
+        via = f"/proc/self/fd/{fd}"
+        os.chown(via, own.uid, own.gid)
+        os.chmod(via, own.socket_mode)
+    finally:
+        os.close(fd)

@@ -1,4 +1,5 @@
-"""Frozen value types shared by every part of vhostplug: modes, attachments, ports, limits."""
+"""Frozen value types shared by every part of vhostplug: modes, attachments, ports, limits, and the stable names
+(port name, MAC) derived from an attachment's key."""
 
 from __future__ import annotations
 
@@ -7,12 +8,12 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vhostplug import ovsvhost
+
 #: sun_path is 108 bytes including the terminating NUL.
 MAX_SOCKET_PATH = 107
-#: Linux IFNAMSIZ - 1.
-MAX_IFNAME = 15
 #: external_ids key that marks an OVS interface as made by vhostplug (value: the attachment key).
-EXTERNAL_ID_ATTACHMENT = "vhostplug-attachment"
+EXTERNAL_ID_ATTACHMENT = ovsvhost.ID_ATTACHMENT
 
 
 class Mode(enum.StrEnum):
@@ -27,13 +28,13 @@ class Mode(enum.StrEnum):
 
     @property
     def ovs_type(self) -> str:
-        return "dpdkvhostuserclient" if self is Mode.SERVER else "dpdkvhostuser"
+        return ovsvhost.TYPE_OVS_CLIENT if self is Mode.SERVER else ovsvhost.TYPE_OVS_SERVER
 
     @classmethod
     def from_ovs_type(cls, ovs_type: str) -> Mode:
-        if ovs_type == "dpdkvhostuserclient":
+        if ovs_type == ovsvhost.TYPE_OVS_CLIENT:
             return cls.SERVER
-        if ovs_type == "dpdkvhostuser":
+        if ovs_type == ovsvhost.TYPE_OVS_SERVER:
             return cls.CLIENT
         raise ValueError(f"not a vhost-user OVS interface type: {ovs_type!r}")
 
@@ -72,6 +73,9 @@ class Attachment:
     iface_id: str = ""
     vm_uuid: str = ""
     extra_ids: tuple[tuple[str, str], ...] = field(default=())
+    #: node policy: whether the switch may make ``bridge`` when it is missing, and of which datapath type
+    may_create_bridge: bool = True
+    datapath_type: str = ovsvhost.DATAPATH_NETDEV
 
     @property
     def key(self) -> str:
@@ -84,20 +88,20 @@ class Attachment:
     def external_ids(self) -> dict[str, str]:
         """Everything needed to rebuild this attachment from OVSDB alone (the agent keeps no database)."""
         ids = {
-            EXTERNAL_ID_ATTACHMENT: self.key,
-            "vhostplug-container-id": self.container_id,
-            "vhostplug-ifname": self.ifname,
-            "vhostplug-mode": self.mode.value,
-            "vhostplug-socket": str(self.socket_path),
-            "iface-id": self.iface_id or self.key,
-            "iface-status": "active",
+            ovsvhost.ID_ATTACHMENT: self.key,
+            ovsvhost.ID_CONTAINER: self.container_id,
+            ovsvhost.ID_IFNAME: self.ifname,
+            ovsvhost.ID_MODE: self.mode.value,
+            ovsvhost.ID_SOCKET: str(self.socket_path),
+            ovsvhost.ID_IFACE: self.iface_id or self.key,
+            ovsvhost.ID_IFACE_STATUS: "active",
         }
         if self.device_id:
-            ids["vhostplug-device-id"] = self.device_id
+            ids[ovsvhost.ID_DEVICE] = self.device_id
         if self.mac:
-            ids["attached-mac"] = self.mac
+            ids[ovsvhost.ID_ATTACHED_MAC] = self.mac
         if self.vm_uuid:
-            ids["vm-uuid"] = self.vm_uuid
+            ids[ovsvhost.ID_VM_UUID] = self.vm_uuid
         ids.update(dict(self.extra_ids))
         return ids
 
@@ -135,16 +139,11 @@ class VhostUserPort:
 
     @property
     def attachment_key(self) -> str | None:
-        return self.external_ids.get(EXTERNAL_ID_ATTACHMENT)
+        return self.external_ids.get(ovsvhost.ID_ATTACHMENT)
 
     @property
     def connected(self) -> bool:
-        # OVS 3.x reports `status:status=connected` for vhost-user ports; older releases `vhost-user-status`
-        return (
-            self.link_state == "up"
-            or self.status.get("status") == "connected"
-            or self.status.get("vhost-user-status") == "connected"
-        )
+        return ovsvhost.connected(self.status, self.link_state) is True
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,11 @@
-"""The seams of vhostplug, in one place: what a dataplane backend, a device source and a clock must offer."""
+"""The seams of vhostplug, in one place: what a dataplane backend, a device source and a device kind must offer."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 
 if TYPE_CHECKING:  # the device plugin's types; importing them here would pull grpc into every user of this module
@@ -46,7 +47,7 @@ class Dataplane(Protocol):
         ...
 
     def detach(self, port_name: str) -> bool:
-        """Remove the port and any bridge that became empty and was made by us. False when it was not there."""
+        """Remove the port (its bridge stays). False when it was not there."""
         ...
 
     def get_port(self, port_name: str) -> VhostUserPort | None: ...
@@ -55,21 +56,17 @@ class Dataplane(Protocol):
         """Every vhost-user port (only those tagged by vhostplug when ``only_ours``)."""
         ...
 
-    def vhost_sock_dir(self) -> str:
-        """The folder where the switch creates sockets of client-mode (``dpdkvhostuser``) ports."""
+    def place_client_socket(self, attachment: Attachment, own: Ownership, wait: float) -> None:
+        """Client mode: wait for the socket the switch makes for ``attachment`` and move it to
+        ``attachment.socket_path`` with ``own``'s owner and mode (nothing to do for a switch that makes none)."""
+        ...
+
+    def return_client_sockets(self, own: Ownership) -> list[str]:
+        """Move client-mode sockets the switch made again (after its restart) back to where their attachments
+        want them; return the paths moved. Never raises: a socket it cannot move is logged and left."""
         ...
 
     def close(self) -> None: ...
-
-
-class Clock(Protocol):
-    def monotonic(self) -> float: ...
-
-
-class HealthProbe(Protocol):
-    """Something the device plugin asks whether its devices are usable right now."""
-
-    def __call__(self) -> tuple[bool, str]: ...
 
 
 class DeviceSource(Protocol):

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vhostplug import deviceinfo
 from vhostplug.cni.install import copy_ipam_plugins, install_shim
+from vhostplug.cni.policy import DEFAULT_DEVICE_RESOURCE
 from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
 
@@ -64,9 +66,14 @@ class AgentProc:
             "dataplane": {"backend": "ovs", "ovsdb": self.ovsdb, "ovsRundir": str(self.ovs.run_dir)},
             "relocateSeconds": 0.2,
             "stateDir": str(self.root / "state"),
+            # node policy: the bridges these tests' networks use, the devinfo root their device-info files go to
+            "devinfoDir": str(self.devinfo_root),
+            "bridges": {"allowed": ["br-cni", "br-vhost"]},
             **self.extra,
         }
         self.config.write_text(json.dumps(cfg))
+        if self.socket.is_socket():  # a killed agent's socket: wait for the new one, not for this
+            self.socket.unlink()
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen([VHOSTPLUG, "agent", "--config", str(self.config)], stdout=log, stderr=log)
         deadline = time.monotonic() + 60  # a loaded 2-core CI host imports the agent slowly
@@ -81,7 +88,30 @@ class AgentProc:
             self.proc.wait(timeout=15)
         self.proc = None
 
-    def netconf(self, **kw: Any) -> dict[str, Any]:
+    @property
+    def devinfo_root(self) -> Path:
+        return self.root / "devinfo"
+
+    def allocate(self, device_id: str) -> Path:
+        """What the device plugin's Allocate leaves for a device: its folder (unless something is already there) and
+        its dp device-info file, the mark by which the agent knows the device is one of its device plugin's."""
+        folder = self.socket_root / device_id
+        self.socket_root.mkdir(parents=True, exist_ok=True)
+        if not os.path.lexists(folder):
+            folder.mkdir()
+        deviceinfo.write_dp(
+            self.devinfo_root,
+            DEFAULT_DEVICE_RESOURCE,
+            device_id,
+            deviceinfo.vhost_user("server", f"/var/run/vhostplug/{device_id}/vhu.sock"),
+        )
+        return folder
+
+    def netconf(self, allocate: bool = True, **kw: Any) -> dict[str, Any]:
+        """A netconf for this agent; a deviceID in it is allocated first, as kubelet would have (unless told not to)."""
+        for device_id in (kw.get("deviceID"), (kw.get("runtimeConfig") or {}).get("deviceID")):
+            if allocate and isinstance(device_id, str) and "/" not in device_id and device_id not in (".", ".."):
+                self.allocate(device_id)
         conf: dict[str, Any] = {
             "cniVersion": "1.1.0",
             "name": "vhnet",

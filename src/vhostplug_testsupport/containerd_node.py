@@ -63,6 +63,8 @@ class AgentNode:
             "metricsPort": self.metrics_port,
             "relocateSeconds": 0.2,
             "stateDir": str(self.state_dir),
+            # node policy: the bridge the conflists name
+            "bridges": {"allowed": [BRIDGE]},
         }
 
     def start(self, timeout: float = 30.0) -> None:

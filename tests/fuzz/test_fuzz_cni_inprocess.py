@@ -16,6 +16,7 @@ import pytest
 
 from vhostplug.cni import netconf, wire
 from vhostplug.cni.handler import CniHandler, HandlerOptions
+from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.spec import CniError
 from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug_testsupport.cnigen import CniGen
@@ -78,7 +79,8 @@ def test_handler_over_noop_dataplane(fuzz_rng: random.Random, tmp_path: Path, ca
     bin_dir.mkdir()
     gen = CniGen(fuzz_rng, root, bin_dir)
     dataplane = NoopDataplane()
-    handler = CniHandler(dataplane, HandlerOptions(client_socket_wait=0.0, state_dir=state))
+    policy = NodePolicy(socket_roots=(root,), bridges=("br-fuzz",), devinfo_root=tmp_path / "devinfo")
+    handler = CniHandler(dataplane, HandlerOptions(client_socket_wait=0.0, state_dir=state, policy=policy))
     caplog.set_level(logging.WARNING)
     codes: dict[str, int] = {}
     added = 0

@@ -28,7 +28,7 @@ BRIDGE = "br-fuzz"
 
 @pytest.fixture
 def fuzz_agent(private_ovs: PrivateOvs) -> Iterator[AgentProc]:
-    a = make_agent(private_ovs)
+    a = make_agent(private_ovs, bridges={"allowed": [BRIDGE]})  # node policy: the fuzz network's bridge
     try:
         yield a
     finally:

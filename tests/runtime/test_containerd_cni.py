@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from tests.runtime.conftest import Runtime
+from vhostplug.cni.planning import own_folder_name
 from vhostplug.model import Mode
 
 IFNAME = "eth0"  # the name CRI gives the pod's first interface
@@ -36,7 +37,7 @@ def check_attached(rt: Runtime, sid: str, network: str, mode: str) -> dict[str, 
     assert port is not None, f"no OVS port for {sid}/{IFNAME}"
     assert port.external_ids["vhostplug-container-id"] == sid
     assert port.ovs_type == Mode(mode).ovs_type
-    folder = rt.node.socket_root / f"{sid[:12]}-{IFNAME}"
+    folder = rt.node.socket_root / own_folder_name(sid, IFNAME)
     assert folder.is_dir()
     assert port.external_ids["vhostplug-socket"] == str(folder / "vhu.sock")
     app = json.loads((folder / f"{sid}-{IFNAME}").read_text())

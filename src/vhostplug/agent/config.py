@@ -1,5 +1,6 @@
 """The node agent's configuration file (YAML or JSON), validated at start: unknown keys and bad values stop the agent
-with a message naming the key, before anything is started."""
+with a message naming the key, before anything is started. It holds the node policy (:class:`NodePolicy`): the socket
+roots, bridges, IPAM plugins and kuryr mount points a network config may select, the devinfo root, folder ownership."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from vhostplug import fsutil
-from vhostplug.deviceinfo import DEFAULT_CONTAINER_ROOT, DEFAULT_DEVINFO_DIR
+from vhostplug import fsutil, ovsvhost, validation
+from vhostplug.cni import policy
+from vhostplug.cni.policy import NodePolicy
+from vhostplug.validation import DEFAULT_CONTAINER_ROOT, DEFAULT_DEVINFO_DIR
 
 
 class ConfigError(Exception):
@@ -31,28 +34,45 @@ class DataplaneConfig(_Strict):
 class OwnershipConfig(_Strict):
     user: str | int = "root"
     group: str | int = "root"
-    dir_mode: str = Field("0770", alias="dirMode")
-    socket_mode: str = Field("0660", alias="socketMode")
+    dir_mode: int = Field(0o770, alias="dirMode")
+    socket_mode: int = Field(0o660, alias="socketMode")
 
-    @field_validator("dir_mode", "socket_mode")
+    @field_validator("dir_mode", "socket_mode", mode="before")
     @classmethod
-    def _octal(cls, v: str) -> str:
-        try:
-            mode = int(v, 8)
-        except ValueError:
-            raise ValueError(f"{v!r} is not an octal mode such as 0770") from None
-        if not 0 <= mode <= 0o777:
-            raise ValueError(f"{v!r} is outside 0000-0777")
-        return v
+    def _octal(cls, v: Any) -> int:
+        return validation.octal_mode(v)
 
     def to_ownership(self) -> fsutil.Ownership:
-        return fsutil.Ownership(self.user, self.group, int(self.dir_mode, 8), int(self.socket_mode, 8))
+        return fsutil.Ownership(self.user, self.group, self.dir_mode, self.socket_mode)
+
+
+class BridgesConfig(_Strict):
+    """The bridges a network may name (the first is the default), whether the agent may make a missing one, and
+    the datapath type it makes them with (and expects of existing ones)."""
+
+    allowed: list[str] = Field(default_factory=lambda: [policy.DEFAULT_BRIDGE], min_length=1)
+    create: bool = True
+    datapath_type: str = Field(ovsvhost.DATAPATH_NETDEV, alias="datapathType")
+
+    @field_validator("allowed")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        return [policy.check_bridge_name(b) for b in v]
 
 
 class AgentConfig(_Strict):
     listen: Path = Path("/run/vhostplug/agent.sock")
-    socket_root: Path = Field(Path("/var/run/vhostplug"), alias="socketRoot")
+    socket_root: Path = Field(validation.DEFAULT_SOCKET_ROOT, alias="socketRoot")
+    #: further socket roots a network config may select with ``socketRoot`` (the default is ``socketRoot``)
+    socket_roots: list[Path] = Field(default_factory=list, alias="socketRoots")
     container_socket_root: str = Field(DEFAULT_CONTAINER_ROOT, alias="containerSocketRoot")
+    #: further container socket roots a network config may select with ``containerSocketRoot``
+    container_socket_roots: list[str] = Field(default_factory=list, alias="containerSocketRoots")
+    bridges: BridgesConfig = Field(default_factory=BridgesConfig)
+    ipam_plugins: list[str] = Field(default_factory=lambda: list(policy.DEFAULT_IPAM_PLUGINS), alias="ipamPlugins")
+    kuryr_mount_points: list[str] = Field(
+        default_factory=lambda: list(policy.DEFAULT_KURYR_MOUNT_POINTS), alias="kuryrMountPoints"
+    )
     device_plugin_dir: Path = Field(Path("/var/lib/kubelet/device-plugins"), alias="devicePluginDir")
     devinfo_dir: Path = Field(DEFAULT_DEVINFO_DIR, alias="devinfoDir")
     dataplane: DataplaneConfig = Field(default_factory=DataplaneConfig)
@@ -64,14 +84,39 @@ class AgentConfig(_Strict):
     #: the agent's own records of what each ADD made (read by DEL and GC); root-only
     state_dir: Path = Field(Path("/var/lib/vhostplug/attachments"), alias="stateDir")
 
+    @field_validator("socket_roots")
+    @classmethod
+    def _socket_roots(cls, v: list[Path]) -> list[Path]:
+        return [Path(validation.absolute_path(str(p), "socketRoots")) for p in v]
 
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        problems.append(f"{where}: {what}")
-    return "; ".join(problems)
+    @field_validator("container_socket_roots", "kuryr_mount_points")
+    @classmethod
+    def _paths(cls, v: list[str]) -> list[str]:
+        return [validation.absolute_path(p, "path") for p in v]
+
+    @field_validator("ipam_plugins")
+    @classmethod
+    def _ipam(cls, v: list[str]) -> list[str]:
+        for name in v:
+            fsutil.check_component(name, "IPAM plugin name")
+        return v
+
+    def to_policy(self) -> NodePolicy:
+        resource = policy.DEFAULT_DEVICE_RESOURCE
+        vhostuser = (self.device_plugin or {}).get("vhostuser")
+        if isinstance(vhostuser, dict) and isinstance(vhostuser.get("resourceName"), str):
+            resource = vhostuser["resourceName"]
+        return NodePolicy(
+            socket_roots=tuple(dict.fromkeys([self.socket_root, *self.socket_roots])),
+            container_socket_roots=tuple(dict.fromkeys([self.container_socket_root, *self.container_socket_roots])),
+            devinfo_root=self.devinfo_dir,
+            bridges=tuple(self.bridges.allowed),
+            may_create_bridges=self.bridges.create,
+            datapath_type=self.bridges.datapath_type,
+            ipam_plugins=tuple(self.ipam_plugins),
+            kuryr_mount_points=tuple(self.kuryr_mount_points),
+            device_resource=resource,
+        )
 
 
 def load(path: Path | None, overrides: dict[str, Any] | None = None) -> AgentConfig:
@@ -102,4 +147,4 @@ def load(path: Path | None, overrides: dict[str, Any] | None = None) -> AgentCon
     try:
         return AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(f"invalid agent configuration: {_describe(exc)}") from None
+        raise ConfigError(f"invalid agent configuration: {validation.describe(exc)}") from None

@@ -88,7 +88,12 @@ class Agent:
                 raise ConfigError(f"invalid devicePlugin configuration: {exc}") from None
             pools = self._dp_config.vdpa  # the CNI finds vDPA devices where, and as, the pools do
             vdpa = VdpaPolicy(pools.sysfs_root, pools.dev_root, tuple(pools.pools))
-        options = HandlerOptions(ownership=config.ownership.to_ownership(), state_dir=config.state_dir, vdpa=vdpa)
+        options = HandlerOptions(
+            ownership=config.ownership.to_ownership(),
+            state_dir=config.state_dir,
+            vdpa=vdpa,
+            policy=config.to_policy(),
+        )
         self.handler = CniHandler(self.dataplane, options)
         self.metrics = Metrics()
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)

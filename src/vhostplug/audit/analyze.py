@@ -25,7 +25,8 @@ from typing import Any
 from vhostplug.audit.access import FileInfo, Principal, can_connect, file_info
 from vhostplug.audit.domains import VhostConsumer
 from vhostplug.audit.ovs import OvsVhostPort
-from vhostplug.model import EXTERNAL_ID_ATTACHMENT, MAX_SOCKET_PATH
+from vhostplug.model import MAX_SOCKET_PATH
+from vhostplug.ovsvhost import ID_ATTACHMENT
 
 
 class Severity(enum.StrEnum):
@@ -120,7 +121,7 @@ def _check_row(row: Row, qemu: Principal | None, ovs: Principal | None, out: lis
             sev = Severity.ERROR if c.running else Severity.WARNING
             add(sev, "no-port", f"domain {c.domain} interface {c.alias or c.mac} has no OVS port on this socket")
     if port is not None and not consumers:
-        ours = port.external_ids.get(EXTERNAL_ID_ATTACHMENT)
+        ours = port.external_ids.get(ID_ATTACHMENT)
         if ours:
             add(Severity.INFO, "no-consumer", f"{port.name} serves pod attachment {ours} (no libvirt domain)")
         else:

@@ -11,10 +11,12 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from vhostplug import ovsvhost
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.model import Mode
+from vhostplug.ovsvhost import VHOST_TYPES, vhost_sock_dir
 
-VHOST_TYPES = ("dpdkvhostuser", "dpdkvhostuserclient")
+__all__ = ["VHOST_TYPES", "OvsVhostPort", "read_ports", "retype_to_client", "vhost_sock_dir"]
 DEFAULT_ENDPOINT = "unix:/var/run/openvswitch/db.sock"
 
 
@@ -29,13 +31,6 @@ def default_rundir(endpoint: str) -> str:
         return os.environ["OVS_RUNDIR"]
     path = endpoint.removeprefix("unix:")
     return os.path.dirname(path) if path.startswith("/") else "/var/run/openvswitch"
-
-
-def vhost_sock_dir(rundir: str, sock_dir: str | None) -> str:
-    """ovs-vswitchd's vhost-sock-dir: ``<rundir>/<other_config:vhost-sock-dir>`` (the rundir when unset)."""
-    if not sock_dir:
-        return os.path.normpath(rundir)
-    return os.path.normpath(f"{rundir}/{sock_dir}")
 
 
 @dataclass(frozen=True)
@@ -60,14 +55,11 @@ class OvsVhostPort:
 
     @property
     def deprecated(self) -> bool:
-        return self.ovs_type == "dpdkvhostuser"
+        return self.ovs_type == ovsvhost.TYPE_OVS_SERVER
 
     @property
     def connected(self) -> bool | None:
-        state = self.status.get("vhost-user-status") or self.status.get("vhost_user_status")
-        if state is not None:
-            return state == "connected"
-        return None if self.link_state is None else self.link_state == "up"
+        return ovsvhost.connected(self.status, self.link_state)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,7 +84,7 @@ def read_ports(endpoint: str, rundir: str) -> tuple[list[OvsVhostPort], str]:
     """Every vhost-user interface and the vhost-sock-dir; raises ``OvsdbRpcError`` when OVSDB is unreachable."""
     ovs_rows = ovsdb_rpc.select(endpoint, "Open_vSwitch", columns=["other_config"])
     other = ovsdb_rpc.ovs_map(ovs_rows[0]["other_config"]) if ovs_rows else {}
-    sock_dir = vhost_sock_dir(rundir, other.get("vhost-sock-dir"))
+    sock_dir = vhost_sock_dir(rundir, other.get(ovsvhost.OTHER_CONFIG_SOCK_DIR))
     bridges = ovsdb_rpc.select(endpoint, "Bridge", columns=["name", "ports"])
     ports = ovsdb_rpc.select(endpoint, "Port", columns=["_uuid", "interfaces"])
     ifaces = ovsdb_rpc.select(
@@ -115,7 +107,7 @@ def read_ports(endpoint: str, rundir: str) -> tuple[list[OvsVhostPort], str]:
             continue
         name = str(row["name"])
         options = ovsdb_rpc.ovs_map(row["options"])
-        path = options.get("vhost-server-path", "") if kind == "dpdkvhostuserclient" else os.path.join(sock_dir, name)
+        path = ovsvhost.socket_path(kind, name, options, sock_dir)
         ofport = _one(row["ofport"])
         found.append(
             OvsVhostPort(
@@ -143,7 +135,7 @@ def retype_to_client(endpoint: str, name: str, server_path: str) -> None:
     if not rows:
         raise ovsdb_rpc.OvsdbRpcError(f"OVS interface {name!r} does not exist")
     options = ovsdb_rpc.ovs_map(rows[0]["options"])
-    options["vhost-server-path"] = server_path
+    options[ovsvhost.OPTION_SERVER_PATH] = server_path
     results = ovsdb_rpc.transact(
         endpoint,
         [
@@ -151,9 +143,9 @@ def retype_to_client(endpoint: str, name: str, server_path: str) -> None:
                 "op": "update",
                 "table": "Interface",
                 "where": [["name", "==", name]],
-                "row": {"type": "dpdkvhostuserclient", "options": ["map", sorted(options.items())]},
+                "row": {"type": ovsvhost.TYPE_OVS_CLIENT, "options": ["map", sorted(options.items())]},
             },
-            {"op": "comment", "comment": f"vhostplug migrate-mode: {name} -> dpdkvhostuserclient"},
+            {"op": "comment", "comment": f"vhostplug migrate-mode: {name} -> {ovsvhost.TYPE_OVS_CLIENT}"},
         ],
     )
     if results[0].get("count") != 1:

@@ -1,8 +1,10 @@
 """The CNI verbs (ADD, DEL, CHECK, STATUS, GC) as the node agent runs them against a dataplane.
 
-ADD validates everything before its first side effect and keeps an undo list, so any failure leaves nothing behind.
-No state of our own: every port carries external_ids naming its attachment, folder, socket and device-info file, so
-DEL, GC and the client-mode socket relocator work from OVSDB and the folders alone, across agent restarts.
+The verbs speak in attachments: what to make comes from :mod:`vhostplug.cni.planning`, the switch (and its client-mode
+sockets) is behind the :class:`~vhostplug.protocols.Dataplane` seam. ADD validates everything before its first side
+effect and keeps an undo list, so any failure leaves nothing behind; it stores what it made in the agent's record
+(:mod:`vhostplug.cni.records`) and on the port's external_ids, and DEL and GC work from those alone, never from the
+network config, across agent restarts.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ import logging
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vhostplug import deviceinfo, fsutil
-from vhostplug.cni import ipam, netconf, records
+from vhostplug import deviceinfo, fsutil, ovsvhost
+from vhostplug.cni import ipam, netconf, planning, records
 from vhostplug.cni.netconf import NetConf
+from vhostplug.cni.planning import Plan
+from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.records import FolderPrior, Record, RecordStore
 from vhostplug.cni.spec import (
     DATAPLANE_FAILURE,
@@ -40,15 +43,12 @@ from vhostplug.cni.spec import (
     interface_entry,
     negotiate,
 )
+from vhostplug.dataplane.clientsock import SocketPlacementError
 from vhostplug.kuryr import cni as kuryr_cni
-from vhostplug.kuryr.binding import KuryrBinding, KuryrInputError
 from vhostplug.model import (
-    MAX_SOCKET_PATH,
-    Attachment,
     Mode,
     VhostUserPort,
     attachment_key,
-    mac_for,
     port_name_for,
 )
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
@@ -56,24 +56,6 @@ from vhostplug.vdpa import verbs as vdpa_verbs
 from vhostplug.vdpa.attach import VdpaPolicy
 
 LOG = logging.getLogger(__name__)
-
-ID_NETWORK = "vhostplug-network"
-ID_FOLDER = "vhostplug-folder"
-ID_FOLDER_OWNED = "vhostplug-folder-owned"
-ID_DEVINFO = "vhostplug-devinfo"
-ID_CONFIG_FILE = "vhostplug-config-file"
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Everything ADD/DEL/CHECK need to know about one attachment, computed before any side effect."""
-
-    attachment: Attachment
-    folder: Path
-    folder_is_device: bool
-    container_socket_path: str
-    config_file_name: str
-    device_info_file: str | None
 
 
 @dataclass
@@ -84,16 +66,8 @@ class HandlerOptions:
     #: where the agent keeps its record of what each ADD made (see vhostplug.cni.records)
     state_dir: Path = field(default_factory=lambda: records.DEFAULT_ROOT)
     vdpa: VdpaPolicy | None = None  # node policy for "device": "vdpa" networks (sysfs, /dev, pools)
-
-
-def _check_socket_path(path: str, side: str) -> None:
-    n = len(path.encode())
-    if n > MAX_SOCKET_PATH:
-        raise CniError(
-            INVALID_CONFIG,
-            f"{side} socket path {path} is {n} bytes; the limit for a unix socket path is {MAX_SOCKET_PATH}",
-            "use a shorter socketRoot / containerSocketRoot or device ID",
-        )
+    #: what a netconf may choose on this node (see vhostplug.cni.policy)
+    policy: NodePolicy = field(default_factory=NodePolicy)
 
 
 class CniHandler:
@@ -153,6 +127,7 @@ class CniHandler:
             self.status(env, conf, raw, version)
             vdpa_verbs.status(self.options.vdpa)
             return None
+        conf = self._vdpa_within_policy(conf)
         att = vdpa_verbs.attacher(self.dataplane, self.options.vdpa, self.options.attach_timeout)
         with self._lock:
             if env.command == "ADD":
@@ -160,68 +135,31 @@ class CniHandler:
             vdpa_verbs.check(att, env, conf, raw, self._ipam_env, self.records)
         return None
 
+    def _vdpa_within_policy(self, conf: NetConf) -> NetConf:
+        """The node policy's say on a vDPA network: its bridge, device-info file and IPAM plugin."""
+        policy = self.options.policy
+        if conf.ipam is not None:
+            policy.ipam_plugin(conf.ipam.get("type"))
+        if conf.device_info_file is not None:
+            policy.devinfo_file(conf.device_info_file)
+        return conf.model_copy(update={"bridge": policy.bridge(conf.bridge)})
+
     # -- planning ----------------------------------------------------------------------------------------------
     def plan(self, env: CniEnv, conf: NetConf, raw: dict[str, Any]) -> Plan:
-        cid, ifname = env.container_id, env.ifname
-        binding = self._kuryr_binding(env, raw)
-        device_id = conf.effective_device_id
-        if binding is not None:
-            folder = Path(binding.mount_point)
-            folder_is_device = True  # a shared mount point: never ours to remove
-            container_dir = str(folder)
-            socket_name = binding.socket_name
-            port_name = binding.port_name
-            mode = binding.mode
-            mac = binding.mac or mac_for(cid, ifname)
-            bridge = binding.bridge
-            iface_id = binding.iface_id
-            mtu = binding.mtu or conf.mtu
-        else:
-            if device_id:
-                folder = Path(conf.socket_root) / device_id
-                container_dir = deviceinfo.container_device_dir(device_id, conf.container_socket_root)
-                folder_is_device = True
-            else:
-                name = f"{cid[:12]}-{ifname}"
-                folder = Path(conf.socket_root) / name
-                container_dir = f"{conf.container_socket_root}/{name}"
-                folder_is_device = False
-            socket_name = deviceinfo.DEVICE_SOCKET_NAME
-            port_name = port_name_for(cid, ifname)
-            mode = conf.mode
-            mac = conf.runtime_config.mac or mac_for(cid, ifname)
-            bridge = conf.bridge
-            iface_id = ""
-            mtu = conf.mtu
-        container_socket = f"{container_dir}/{socket_name}"
-        _check_socket_path(str(folder / socket_name), "host")
-        _check_socket_path(container_socket, "container")
-        extra = {ID_NETWORK: conf.name, ID_FOLDER: str(folder), ID_CONFIG_FILE: f"{cid}-{ifname}"}
-        if conf.device_info_file:
-            extra[ID_DEVINFO] = conf.device_info_file
-        att = Attachment(
-            container_id=cid,
-            ifname=ifname,
-            port_name=port_name,
-            socket_dir=folder,
-            socket_name=socket_name,
-            mode=mode,
-            bridge=bridge,
-            mac=mac,
-            mtu=mtu,
-            vlan=conf.vlan,
-            device_id=device_id,
-            iface_id=iface_id,
-            extra_ids=tuple(sorted(extra.items())),
-        )
-        return Plan(att, folder, folder_is_device, container_socket, f"{cid}-{ifname}", conf.device_info_file)
+        return planning.plan(planning.PlanInput(env, conf, raw, self.options.policy))
 
-    @staticmethod
-    def _kuryr_binding(env: CniEnv, raw: dict[str, Any]) -> KuryrBinding | None:
-        try:
-            return kuryr_cni.from_cni(raw, env.args, env.ifname)
-        except KuryrInputError as exc:
-            raise CniError(INVALID_CONFIG, f"invalid kuryr / os-vif input: {exc}") from None
+    def _check_device_free(self, plan: Plan) -> None:
+        """A device folder serves one attachment at a time: refuse one another container's record names."""
+        att = plan.attachment
+        if not plan.folder_is_device or not att.device_id:
+            return
+        for rec in self.records.all():
+            if rec.folder == str(plan.folder) and rec.key != att.key:
+                raise CniError(
+                    INVALID_CONFIG,
+                    f"deviceID {att.device_id!r} is attached to another container ({rec.key})",
+                    "each device of the device plugin serves one attachment",
+                )
 
     # -- ADD ---------------------------------------------------------------------------------------------------
     def add(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> dict[str, Any]:
@@ -229,6 +167,7 @@ class CniHandler:
         att = plan.attachment
         undo: list[Callable[[], object]] = []
         with self._lock:
+            self._check_device_free(plan)
             try:
                 ipam_result = self._add_steps(env, conf, raw, plan, undo)
             except BaseException:
@@ -293,18 +232,18 @@ class CniHandler:
             ipam_env = self._ipam_env(env, att.container_id, att.ifname)
             ipam_result = ipam.delegate("ADD", raw, ipam_env, env.path)
             undo.append(lambda: ipam.delegate("DEL", raw, ipam_env, env.path))
-        if not plan.folder_is_device:
-            att = _with_extra(att, {ID_FOLDER_OWNED: "true"})
         try:
             self.dataplane.attach(att, timeout=self.options.attach_timeout)
+            undo.append(lambda: self.dataplane.detach(att.port_name))
+            if att.mode is Mode.CLIENT:
+                undo.append(lambda: self._unlink_socket(plan.folder, att.socket_name))
+                self.dataplane.place_client_socket(att, own, self.options.client_socket_wait)
         except DataplaneUnavailable:
             raise
+        except SocketPlacementError as exc:
+            raise CniError(IO_FAILURE, str(exc)) from None
         except DataplaneError as exc:
             raise CniError(DATAPLANE_FAILURE, str(exc)) from None
-        undo.append(lambda: self.dataplane.detach(att.port_name))
-        if att.mode is Mode.CLIENT:
-            self._relocate(att, wait=self.options.client_socket_wait)
-            undo.append(lambda: self._unlink_socket(plan.folder, att.socket_name))
         app_conf = {"vhostname": att.socket_name, "vhostmac": att.mac, "mode": att.mode.value}
         fsutil.write_json_in(plan.folder, plan.config_file_name, app_conf, mode=0o644, own=own)
         undo.append(lambda: fsutil.unlink_in(plan.folder, plan.config_file_name))
@@ -325,58 +264,11 @@ class CniHandler:
             out["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in args.items())
         return out
 
-    # -- client mode: OVS makes the socket in its own folder; we move it into the pod's ------------------------
-    def _relocate(self, att: Attachment, wait: float) -> bool:
-        src = Path(self.dataplane.vhost_sock_dir()) / att.port_name
-        deadline = time.monotonic() + wait
-        while not _is_socket(src):
-            if time.monotonic() > deadline:
-                raise CniError(DATAPLANE_FAILURE, f"OVS did not create the client-mode socket {src} within {wait:.0f}s")
-            time.sleep(0.01)
-        dst = att.socket_path
-        try:
-            os.rename(src, dst)
-        except OSError as exc:
-            if exc.errno == errno.EXDEV:
-                raise CniError(
-                    IO_FAILURE,
-                    f"cannot move the vhost-user socket {src} to {dst}: EXDEV (cross-device link)",
-                    "OVS's vhost-sock-dir and socketRoot must be on one filesystem for client mode",
-                ) from None
-            raise CniError(IO_FAILURE, f"cannot move the vhost-user socket {src} to {dst}: {exc.strerror}") from None
-        fsutil.set_socket_owner(dst, self.options.ownership)
-        return True
-
+    # -- client mode: the relocator's tick ------------------------------------------------------------------
     def relocate_client_sockets(self) -> list[str]:
-        """Move sockets that OVS re-created in its own folder (after an ovs-vswitchd restart) back into the pods'."""
-        moved: list[str] = []
-        try:
-            sock_dir = Path(self.dataplane.vhost_sock_dir())
-            # runs every second: look at OVS's folder first, and at OVSDB only for the sockets found there
-            with os.scandir(sock_dir) as entries:
-                names = sorted(e.name for e in entries if _is_socket(sock_dir / e.name))
-            ports = [p for p in map(self.dataplane.get_port, names) if p is not None and p.attachment_key]
-        except (DataplaneError, OSError):
-            return moved
+        """Move sockets that the switch re-created (after its restart) back into the pods' folders."""
         with self._lock:
-            for port in ports:
-                if port.ovs_type != "dpdkvhostuser":
-                    continue
-                src = sock_dir / port.name
-                target = port.external_ids.get("vhostplug-socket")
-                if not target or not _is_socket(src):
-                    continue
-                dst = Path(target)
-                try:
-                    st = os.lstat(dst.parent)
-                    if not stat.S_ISDIR(st.st_mode):
-                        continue
-                    os.rename(src, dst)
-                    fsutil.set_socket_owner(dst, self.options.ownership)
-                    moved.append(str(dst))
-                except OSError as exc:
-                    LOG.warning("cannot move re-created socket %s to %s: %s", src, dst, exc)
-        return moved
+            return self.dataplane.return_client_sockets(self.options.ownership)
 
     @staticmethod
     def _unlink_socket(folder: Path, name: str) -> bool:
@@ -460,6 +352,8 @@ class CniHandler:
         """Best effort: free the address with what ADD stored (else with the config at hand, if it names IPAM)."""
         conf = record.ipam_conf if record is not None else None
         if conf is None and raw is not None and isinstance(raw.get("ipam"), dict) and record is None:
+            if raw["ipam"].get("type") not in self.options.policy.ipam_plugins:
+                return
             conf = _ipam_conf(raw)
         if not conf:
             return
@@ -533,8 +427,8 @@ class CniHandler:
             stale: dict[str, tuple[str, str, list[str]]] = {}
             for port in self.dataplane.list_ports():
                 ids = port.external_ids
-                if ids.get(ID_NETWORK) == name and port.attachment_key not in keep:
-                    cid, ifname = ids.get("vhostplug-container-id", ""), ids.get("vhostplug-ifname", "")
+                if ids.get(ovsvhost.ID_NETWORK) == name and port.attachment_key not in keep:
+                    cid, ifname = ids.get(ovsvhost.ID_CONTAINER, ""), ids.get(ovsvhost.ID_IFNAME, "")
                     stale[attachment_key(cid, ifname)] = (cid, ifname, [port.name])
             for rec in self.records.all():
                 if rec.network == name and rec.key not in keep:
@@ -590,15 +484,15 @@ def _record_from_port(port: VhostUserPort) -> Record:
     """A record rebuilt from a port's external_ids (ports made before the agent kept records, or a lost record)."""
     ids = port.external_ids
     return Record(
-        container_id=ids.get("vhostplug-container-id", ""),
-        ifname=ids.get("vhostplug-ifname", ""),
-        network=ids.get(ID_NETWORK, ""),
+        container_id=ids.get(ovsvhost.ID_CONTAINER, ""),
+        ifname=ids.get(ovsvhost.ID_IFNAME, ""),
+        network=ids.get(ovsvhost.ID_NETWORK, ""),
         port_name=port.name,
-        folder=ids.get(ID_FOLDER, ""),
-        folder_made=ids.get(ID_FOLDER_OWNED) == "true",
-        socket_name=Path(ids.get("vhostplug-socket", "")).name,
-        config_file=ids.get(ID_CONFIG_FILE, ""),
-        devinfo_file=ids.get(ID_DEVINFO),
+        folder=ids.get(ovsvhost.ID_FOLDER, ""),
+        folder_made=ids.get(ovsvhost.ID_FOLDER_OWNED) == "true",
+        socket_name=Path(ids.get(ovsvhost.ID_SOCKET, "")).name,
+        config_file=ids.get(ovsvhost.ID_CONFIG_FILE, ""),
+        devinfo_file=ids.get(ovsvhost.ID_DEVINFO),
     )
 
 
@@ -611,7 +505,10 @@ def _folder_prior(folder: Path) -> FolderPrior | None:
 
 
 def _restore_folder(folder: Path, prior: FolderPrior) -> None:
-    fd = fsutil.open_dir_nofollow(folder)
+    try:
+        fd = fsutil.open_dir_nofollow(folder)
+    except FileNotFoundError:
+        return
     try:
         os.fchown(fd, prior.uid, prior.gid)
         os.fchmod(fd, prior.mode)
@@ -632,10 +529,6 @@ def _rmdir_if_empty(folder: Path) -> None:
         if exc.errno != errno.ENOTEMPTY:
             raise
         LOG.warning("leaving %s: it holds entries the agent did not make", folder)
-
-
-def _with_extra(att: Attachment, extra: dict[str, str]) -> Attachment:
-    return replace(att, extra_ids=tuple(sorted({**dict(att.extra_ids), **extra}.items())))
 
 
 def _is_socket(path: Path) -> bool:

@@ -1,7 +1,8 @@
 """The vhostplug network configuration (what the runtime or Multus puts on the plugin's stdin), validated with pydantic.
 
 Unknown keys are refused with a message naming them: a typo in a NetworkAttachmentDefinition should fail loudly
-at ADD, not silently fall back to a default.
+at ADD, not silently fall back to a default. Host paths and bridges here only select within the node policy
+(:mod:`vhostplug.cni.policy`); left out, the node's defaults apply.
 """
 
 from __future__ import annotations
@@ -11,18 +12,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from vhostplug import fsutil
+from vhostplug.cni.policy import check_bridge_name
 from vhostplug.cni.spec import INVALID_CONFIG, CniError
-from vhostplug.deviceinfo import DEFAULT_CONTAINER_ROOT
 from vhostplug.model import Mode
-
-DEFAULT_SOCKET_ROOT = "/var/run/vhostplug"
-DEFAULT_BRIDGE = "br-vhost"
-
-
-def _abs_path(value: str, key: str) -> str:
-    if not value.startswith("/") or "\0" in value or ".." in value.split("/"):
-        raise ValueError(f"{key} must be an absolute path without '..' (got {value!r})")
-    return value.rstrip("/") or "/"
+from vhostplug.validation import absolute_path, describe
 
 
 class RuntimeConfig(BaseModel):
@@ -36,7 +29,7 @@ class RuntimeConfig(BaseModel):
     @field_validator("device_info_file")
     @classmethod
     def _devinfo_path(cls, v: str | None) -> str | None:
-        return None if v is None else _abs_path(v, "runtimeConfig.CNIDeviceInfoFile")
+        return None if v is None else absolute_path(v, "runtimeConfig.CNIDeviceInfoFile")
 
 
 class NetConf(BaseModel):
@@ -46,7 +39,7 @@ class NetConf(BaseModel):
     cni_versions: list[str] | None = Field(None, alias="cniVersions")
     name: str = Field(min_length=1, max_length=253)
     type: Literal["vhostplug"]
-    bridge: str = DEFAULT_BRIDGE
+    bridge: str | None = None
     mode: Mode = Mode.SERVER
     # "vdpa": plug the vDPA device the pool handed out (runtimeConfig.deviceID); see vhostplug.vdpa and docs/vdpa.md
     device: Literal["vhost-user", "vdpa"] = "vhost-user"
@@ -54,8 +47,8 @@ class NetConf(BaseModel):
     iface_id: str | None = Field(None, alias="ifaceID", min_length=1, max_length=255)
     mtu: int | None = Field(None, ge=68, le=9710)
     vlan: int | None = Field(None, ge=0, le=4095)
-    socket_root: str = Field(DEFAULT_SOCKET_ROOT, alias="socketRoot")
-    container_socket_root: str = Field(DEFAULT_CONTAINER_ROOT, alias="containerSocketRoot")
+    socket_root: str | None = Field(None, alias="socketRoot")
+    container_socket_root: str | None = Field(None, alias="containerSocketRoot")
     agent_socket: str | None = Field(None, alias="agentSocket")
     ipam: dict[str, Any] | None = None
     dns: dict[str, Any] | None = None
@@ -76,20 +69,18 @@ class NetConf(BaseModel):
 
     @field_validator("bridge")
     @classmethod
-    def _bridge(cls, v: str) -> str:
-        if not v or len(v) > 15 or "/" in v or "\0" in v or v in (".", ".."):
-            raise ValueError(f"bridge {v!r} must be a valid interface name (1-15 characters, no '/')")
-        return v
+    def _bridge(cls, v: str | None) -> str | None:
+        return None if v is None else check_bridge_name(v)
 
     @field_validator("socket_root", "container_socket_root")
     @classmethod
-    def _roots(cls, v: str) -> str:
-        return _abs_path(v, "socketRoot")
+    def _roots(cls, v: str | None) -> str | None:
+        return None if v is None else absolute_path(v, "socketRoot")
 
     @field_validator("agent_socket")
     @classmethod
     def _agent(cls, v: str | None) -> str | None:
-        return None if v is None else _abs_path(v, "agentSocket")
+        return None if v is None else absolute_path(v, "agentSocket")
 
     @property
     def effective_device_id(self) -> str | None:
@@ -110,12 +101,7 @@ def parse(data: dict[str, Any]) -> NetConf:
     try:
         conf = NetConf.model_validate(data)
     except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(config)"
-            what = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"{where}: {what}")
-        raise CniError(INVALID_CONFIG, "invalid vhostplug network configuration", "; ".join(problems)) from None
+        raise CniError(INVALID_CONFIG, "invalid vhostplug network configuration", describe(exc, "(config)")) from None
     if conf.effective_device_id is not None:
         try:
             fsutil.check_component(conf.effective_device_id, "deviceID")

@@ -79,11 +79,6 @@ def negotiate(cni_version: str | None, cni_versions: list[str] | None) -> str:
     return cni_version
 
 
-def version_result(cni_version: str | None) -> dict[str, Any]:
-    version = cni_version if cni_version in SUPPORTED_VERSIONS else LATEST
-    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
-
-
 def parse_cni_args(raw: str) -> dict[str, str]:
     """``K=V;K=V`` (values may contain '=')."""
     out: dict[str, str] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 
 
@@ -52,8 +53,11 @@ class NoopDataplane:
     def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:
         return list(self._ports.values())
 
-    def vhost_sock_dir(self) -> str:
-        return "/var/run/openvswitch"
+    def place_client_socket(self, attachment: Attachment, own: Ownership, wait: float) -> None:
+        return None  # no switch, no socket to move
+
+    def return_client_sockets(self, own: Ownership) -> list[str]:
+        return []
 
     def close(self) -> None:
         self._ports.clear()

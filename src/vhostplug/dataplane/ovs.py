@@ -24,23 +24,25 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from vhostplug.dataplane import ovsdb_rpc
-from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, DataplaneHealth, NetdevPort, VhostUserPort
+from vhostplug import ovsvhost
+from vhostplug.dataplane import clientsock, ovsdb_rpc
+from vhostplug.fsutil import Ownership
+from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
+from vhostplug.ovsvhost import BRIDGE_MARK, ID_ATTACHMENT, VHOST_TYPES
 from vhostplug.protocols import DataplaneError, DataplaneUnavailable
 
 LOG = logging.getLogger(__name__)
 # ovsdbapp logs a traceback when vswitchd did not add an interface; we report that ourselves, with the reason
 logging.getLogger("ovsdbapp.schema.open_vswitch.impl_idl").setLevel(logging.CRITICAL)
-VHOST_TYPES = ("dpdkvhostuser", "dpdkvhostuserclient")
-BRIDGE_MARK = "vhostplug-created"
 TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
 
 
-def insert_bridge(api: Any, txn: Any, name: str) -> Any:
-    """A ``datapath_type=netdev`` bridge with its local port, marked as made by us, inside the caller's transaction."""
+def insert_bridge(api: Any, txn: Any, name: str, datapath_type: str = ovsvhost.DATAPATH_NETDEV) -> Any:
+    """A bridge (``datapath_type=netdev`` unless told) with its local port, marked as made by us, inside the caller's
+    transaction."""
     bridge = txn.insert(api._tables["Bridge"])
     bridge.name = name
-    bridge.datapath_type = "netdev"
+    bridge.datapath_type = datapath_type
     bridge.external_ids = {BRIDGE_MARK: "true"}
     local_iface = txn.insert(api._tables["Interface"])
     local_iface.name = name
@@ -66,11 +68,15 @@ class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         tables = self.api._tables
         bridge = idlutils.row_by_value(self.api.idl, "Bridge", "name", att.bridge, None)
         if bridge is None:
-            bridge = insert_bridge(self.api, txn, att.bridge)
-        elif bridge.datapath_type != "netdev":
+            if not att.may_create_bridge:
+                raise DataplaneError(
+                    f"bridge {att.bridge} does not exist and this node's policy does not let the agent make bridges"
+                )
+            bridge = insert_bridge(self.api, txn, att.bridge, att.datapath_type)
+        elif bridge.datapath_type != att.datapath_type:
             raise DataplaneError(
                 f"bridge {att.bridge} has datapath_type={bridge.datapath_type or 'system'}; "
-                "vhost-user ports need a datapath_type=netdev bridge"
+                f"this node's policy wants datapath_type={att.datapath_type} for vhost-user ports"
             )
         iface = txn.insert(tables["Interface"])
         txn.expected_ifaces.add(iface.uuid)
@@ -83,7 +89,7 @@ class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         port = txn.insert(tables["Port"])
         port.name = att.port_name
         port.interfaces = [iface]
-        port.external_ids = {EXTERNAL_ID_ATTACHMENT: att.key}
+        port.external_ids = {ID_ATTACHMENT: att.key}
         if att.vlan is not None:
             port.tag = att.vlan
         bridge.addvalue("ports", port)
@@ -112,9 +118,9 @@ class _NetdevCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         port = txn.insert(self.api._tables["Port"])
         port.name = p.name
         port.interfaces = [iface]
-        key = dict(p.external_ids).get(EXTERNAL_ID_ATTACHMENT)
+        key = dict(p.external_ids).get(ID_ATTACHMENT)
         if key:
-            port.external_ids = {EXTERNAL_ID_ATTACHMENT: key}
+            port.external_ids = {ID_ATTACHMENT: key}
         if p.vlan is not None:
             port.tag = p.vlan
         bridge.addvalue("ports", port)
@@ -247,7 +253,7 @@ class OvsDataplane:
     def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
         with self._read() as api:
             row = idlutils.row_by_value(api.idl, "Interface", "name", attachment.port_name, None)
-            owner = row.external_ids.get(EXTERNAL_ID_ATTACHMENT) if row is not None else None
+            owner = row.external_ids.get(ID_ATTACHMENT) if row is not None else None
         if row is not None:
             existing = self.get_port(attachment.port_name) if owner == attachment.key else None
             if existing is not None:
@@ -257,8 +263,8 @@ class OvsDataplane:
                 f"{owner or 'something other than vhostplug'}"
             )
         options: dict[str, str] = {}
-        if attachment.mode.ovs_type == "dpdkvhostuserclient":
-            options["vhost-server-path"] = str(attachment.socket_path)
+        if attachment.mode.ovs_type == ovsvhost.TYPE_OVS_CLIENT:
+            options[ovsvhost.OPTION_SERVER_PATH] = str(attachment.socket_path)
         api = self._connected_api()
         try:
             with api.transaction(check_error=True, log_errors=False) as txn:
@@ -376,7 +382,7 @@ class OvsDataplane:
             for row in api.tables["Interface"].rows.values():
                 if row.type not in VHOST_TYPES:
                     continue
-                if only_ours and EXTERNAL_ID_ATTACHMENT not in row.external_ids:
+                if only_ours and ID_ATTACHMENT not in row.external_ids:
                     continue
                 port = _port_of(api, row)
                 result.append(self._to_port(api, row, port, self._bridge_of(api, port)))
@@ -385,6 +391,36 @@ class OvsDataplane:
     def vhost_sock_dir(self) -> str:
         with self._read() as api:
             return self.vhost_sock_dir_unlocked(api)
+
+    # -- client-mode sockets -----------------------------------------------------------------------------------
+    def place_client_socket(self, attachment: Attachment, own: Ownership, wait: float) -> None:
+        if attachment.mode.ovs_type != ovsvhost.TYPE_OVS_SERVER:
+            return
+        src = Path(self.vhost_sock_dir()) / attachment.port_name
+        clientsock.wait_and_place(src, attachment.socket_dir, attachment.socket_name, own, wait)
+
+    def return_client_sockets(self, own: Ownership) -> list[str]:
+        """Runs every second: OVS's socket folder is looked at first, OVSDB only about the sockets found there."""
+        moved: list[str] = []
+        try:
+            sock_dir = Path(self.vhost_sock_dir())
+            names = clientsock.sockets_in(sock_dir)
+            ports = [p for p in map(self.get_port, names) if p is not None and p.attachment_key]
+        except DataplaneError:
+            return moved
+        for port in ports:
+            target = port.external_ids.get(ovsvhost.ID_SOCKET)
+            src = sock_dir / port.name
+            if port.ovs_type != ovsvhost.TYPE_OVS_SERVER or not target or not clientsock.is_socket(src):
+                continue
+            dst = Path(target)
+            try:
+                clientsock.place(src, dst.parent, dst.name, own)
+            except DataplaneError as exc:
+                LOG.warning("cannot move re-created socket %s back: %s", src, exc)
+                continue
+            moved.append(str(dst))
+        return moved
 
     def _bridge_of(self, api: Any, port: Any) -> str:
         if port is None:
@@ -395,11 +431,7 @@ class OvsDataplane:
         return ""
 
     def _to_port(self, api: Any, row: Any, port: Any, bridge: str) -> VhostUserPort:
-        options = dict(row.options)
-        if row.type == "dpdkvhostuserclient":
-            sock = options.get("vhost-server-path", "")
-        else:
-            sock = str(Path(self.vhost_sock_dir_unlocked(api)) / row.name)
+        sock = ovsvhost.socket_path(row.type, row.name, dict(row.options), self.vhost_sock_dir_unlocked(api))
         mtu = _first(row.mtu_request)
         return VhostUserPort(
             name=row.name,
@@ -416,8 +448,7 @@ class OvsDataplane:
         )
 
     def vhost_sock_dir_unlocked(self, api: Any) -> str:
-        configured = dict(api._ovs.other_config).get("vhost-sock-dir", "")
-        return str(self.ovs_rundir / configured) if configured else str(self.ovs_rundir)
+        return ovsvhost.vhost_sock_dir(self.ovs_rundir, dict(api._ovs.other_config).get(ovsvhost.OTHER_CONFIG_SOCK_DIR))
 
 
 def _health_of(dpdk_initialized: object) -> DataplaneHealth:

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field, ValidationError, create_model, model_validator
 
+from vhostplug import validation
 from vhostplug.deviceplugin.configbase import PCI_RE, SectionModel, check_resource_name
 from vhostplug.deviceplugin.kinds import KINDS
 from vhostplug.deviceplugin.socketroot import SocketRootConfig
@@ -97,8 +98,5 @@ def load_config(data: dict[str, Any] | None) -> DevicePluginConfig:
     try:
         return _WithSections.model_validate(data)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-            lines.append(f"{_where(tuple(err['loc']))}: {msg}")
+        lines = validation.problems(exc, where=_where)
         raise ConfigError("invalid device plugin config:\n  " + "\n  ".join(lines)) from None

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from pydantic import Field, field_validator
 
-from vhostplug import deviceinfo, fsutil
+from vhostplug import deviceinfo, fsutil, validation
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
@@ -67,15 +67,7 @@ class VhostUserConfig(SectionModel):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, v: Any) -> int:
-        if isinstance(v, bool):
-            raise ValueError("mode must be an octal string such as '0770'")
-        if isinstance(v, str):
-            if not re.fullmatch(r"0?[0-7]{3}", v):
-                raise ValueError(f"{v!r} is not an octal folder mode such as '0770'")
-            v = int(v, 8)
-        if not isinstance(v, int) or not 0 <= v <= 0o777:
-            raise ValueError(f"{v!r} is not a folder mode between 0000 and 0777")
-        return v
+        return validation.octal_mode(v)
 
     @field_validator("owner", "group")
     @classmethod

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from vhostplug.validation import DEFAULT_LINKS_DIR
+
 
 def _logging(verbose: bool) -> None:
     logging.basicConfig(
@@ -23,7 +25,7 @@ def kubevirt_sidecar(
         Path("/etc/podinfo/network-info"), "--network-info", help="Downward API network-info file."
     ),
     links_dir: Path = typer.Option(
-        Path("/var/run/vhostplug-links"), "--links-dir", help="Shared folder of the stable per-interface links."
+        DEFAULT_LINKS_DIR, "--links-dir", help="Shared folder of the stable per-interface links."
     ),
     binding_name: str = typer.Option(
         "", "--binding-name", help="Binding to serve (default: env NETWORK_BINDING_PLUGIN_NAME, else vhostuser)."
@@ -63,13 +65,15 @@ def webhook(
         "vhostplug.io/", "--resource-prefix", help="NAD resourceName prefix that is ours."
     ),
     links_dir: str = typer.Option(
-        "/var/run/vhostplug-links", "--links-dir", help="Shared links folder in virt-launcher pods."
+        str(DEFAULT_LINKS_DIR), "--links-dir", help="Shared links folder in virt-launcher pods."
     ),
     cache_ttl: float = typer.Option(
         30.0, "--cache-ttl", help="Seconds a NetworkAttachmentDefinition lookup is cached."
     ),
     header_timeout: float = typer.Option(
-        10.0, "--header-timeout", help="Seconds a client has for its TLS handshake, its request head, and its body; idle close."
+        10.0,
+        "--header-timeout",
+        help="Seconds a client has for its TLS handshake, its request head, and its body; idle close.",
     ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:

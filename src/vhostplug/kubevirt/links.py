@@ -13,11 +13,11 @@ import os
 import stat
 from pathlib import Path
 
-from vhostplug import fsutil
+from vhostplug import fsutil, validation
 from vhostplug.model import MAX_SOCKET_PATH
 
 #: short on purpose: the socket path built on it must stay within 107 bytes
-DEFAULT_LINKS_DIR = Path("/var/run/vhostplug-links")
+DEFAULT_LINKS_DIR = validation.DEFAULT_LINKS_DIR
 
 
 class LinkError(Exception):

@@ -34,6 +34,7 @@ from urllib.parse import quote
 from aiohttp import web
 
 from vhostplug.cni.wire import depth as json_depth
+from vhostplug.validation import DEFAULT_LINKS_DIR
 
 log = logging.getLogger("vhostplug.kubevirt.webhook")
 
@@ -212,7 +213,7 @@ class LightkubeResolver:
 @dataclass(frozen=True)
 class WebhookConfig:
     resource_prefix: str = "vhostplug.io/"
-    links_dir: str = "/var/run/vhostplug-links"
+    links_dir: str = str(DEFAULT_LINKS_DIR)
     podinfo_dir: str = PODINFO_DIR
     max_networks: int = MAX_NETWORKS
 

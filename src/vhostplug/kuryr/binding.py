@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vhostplug import ovsvhost
 from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode
+from vhostplug.ovsvhost import DATAPATH_NETDEV
 
 #: kuryr-kubernetes' defaults ([vhostuser] mount_point, ovs_vhu_path; [neutron_defaults] ovs_bridge)
 DEFAULT_MOUNT_POINT = "/var/cni/vhostuser"
 DEFAULT_OVS_VHU_PATH = "/var/run/openvswitch/"
 DEFAULT_BRIDGE = "br-int"
-DEFAULT_DATAPATH = "netdev"
+DEFAULT_DATAPATH = DATAPATH_NETDEV
 PORT_PREFIX = "vhu"
 #: os-vif / Nova NIC_NAME_LEN: port and socket names are cut to this
 NIC_NAME_LEN = 14
@@ -131,9 +133,9 @@ class KuryrBinding:
 
     def external_ids(self) -> dict[str, str]:
         """What Neutron's agents expect on the OVS Interface (``iface-id``, ``attached-mac``...)."""
-        ids = {"iface-id": self.iface_id or self.port_id, "iface-status": "active"}
+        ids = {ovsvhost.ID_IFACE: self.iface_id or self.port_id, ovsvhost.ID_IFACE_STATUS: "active"}
         if self.mac:
-            ids["attached-mac"] = self.mac
+            ids[ovsvhost.ID_ATTACHED_MAC] = self.mac
         return ids
 
     def to_attachment(self, container_id: str, ifname: str, device_id: str | None = None) -> Attachment:
@@ -150,7 +152,7 @@ class KuryrBinding:
             mtu=self.mtu,
             device_id=device_id,
             iface_id=self.iface_id or self.port_id,
-            extra_ids=(("kuryr-port-id", self.port_id),),
+            extra_ids=((ovsvhost.ID_KURYR_PORT, self.port_id),),
         )
 
 

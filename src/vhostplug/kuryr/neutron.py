@@ -67,7 +67,7 @@ def from_neutron_port(
         if _flag(details.get(other)):
             raise KuryrInputError(f"Neutron port {port_id}: {other} is set: only OVS vhost-user ports are supported")
     datapath = str(details.get("datapath_type") or DEFAULT_DATAPATH)
-    if datapath != "netdev":
+    if datapath != DEFAULT_DATAPATH:
         raise KuryrInputError(f"Neutron port {port_id}: datapath_type {datapath!r}: vhost-user needs 'netdev'")
     bridge = check_name(details.get("bridge_name") or default_bridge, f"Neutron port {port_id}: bridge_name")
     network = port.get("network")

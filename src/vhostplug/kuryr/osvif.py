@@ -95,7 +95,7 @@ def from_vif(
         prof = _data(profile, ("VIFPortProfileOpenVSwitch", "VIFPortProfileBase"), f"{what}: port_profile")
         iface_id = check_port_id(prof.get("interface_id") or port_id)
         datapath = str(prof.get("datapath_type") or DEFAULT_DATAPATH)
-        if datapath != "netdev":
+        if datapath != DEFAULT_DATAPATH:
             raise KuryrInputError(f"{what}: datapath_type {datapath!r}: vhost-user needs 'netdev'")
 
     return KuryrBinding(

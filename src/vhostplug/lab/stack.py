@@ -37,12 +37,24 @@ def _qemu_group() -> str:
     return "root"
 
 
+def lab_bridges(paths: LabPaths) -> list[str]:
+    """The bridges the lab's networks use: the only ones its agent's node policy allows."""
+    from vhostplug.lab.demo import Names  # lazily: demo imports this module
+
+    names = Names.of(paths.run_dir)
+    return [names.bridge("p"), names.bridge("v")]
+
+
 def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
     from vhostplug.lab.demo_vdpa import pool_config as vdpa_pool_config
 
     return {
         "listen": str(paths.agent_socket),
         "socketRoot": str(paths.socket_root),
+        # node policy: the lab's VM network names the socket root as its container root (libvirtd runs on the host)
+        "containerSocketRoots": [str(paths.socket_root)],
+        "bridges": {"allowed": lab_bridges(paths)},
+        "stateDir": str(paths.run_dir / "attachments"),
         "devicePluginDir": str(paths.device_plugin_dir),
         "devinfoDir": str(paths.devinfo_dir),
         "dataplane": {"backend": "ovs", "ovsdb": ovs.endpoint, "ovsRundir": str(ovs.run_dir)},
@@ -124,6 +136,7 @@ def lab_status(run_dir: Path) -> dict[str, Any]:
             "socket_root": str(paths.socket_root),
             "device_plugin_dir": str(paths.device_plugin_dir),
             "devinfo_dir": str(paths.devinfo_dir),
+            "bridges": lab_bridges(paths),
         }
     )
     return status

@@ -22,6 +22,7 @@ from typing import Any
 
 from lxml import etree
 
+from vhostplug import ovsvhost
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.ovs import pid_alive
 
@@ -262,8 +263,8 @@ def add_vhost_client_ports(endpoint: str, bridge: str, ports: Mapping[str, str])
                 "uuid-name": f"i{i}",
                 "row": {
                     "name": name,
-                    "type": "dpdkvhostuserclient",
-                    "options": ["map", [["vhost-server-path", path]]],
+                    "type": ovsvhost.TYPE_OVS_CLIENT,
+                    "options": ["map", [[ovsvhost.OPTION_SERVER_PATH, path]]],
                 },
             }
         )
@@ -291,7 +292,7 @@ def add_vhost_client_ports(endpoint: str, bridge: str, ports: Mapping[str, str])
                 "op": "insert",
                 "table": "Bridge",
                 "uuid-name": "br",
-                "row": {"name": bridge, "datapath_type": "netdev", "ports": ["set", port_refs]},
+                "row": {"name": bridge, "datapath_type": ovsvhost.DATAPATH_NETDEV, "ports": ["set", port_refs]},
             }
         )
         ops.append(

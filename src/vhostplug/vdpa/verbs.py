@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from vhostplug.cni import ipam
 from vhostplug.cni.netconf import NetConf
+from vhostplug.cni.policy import DEFAULT_BRIDGE
 from vhostplug.cni.records import Record, RecordStore
 from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, STATUS_UNAVAILABLE, TRY_AGAIN_LATER, CniEnv, CniError
 from vhostplug.model import VhostUserPort
@@ -33,7 +34,7 @@ def request(env: CniEnv, conf: NetConf) -> VdpaRequest:
         ifname=env.ifname,
         netns=env.netns,
         device_id=conf.effective_device_id or conf.pci_bus_id,
-        bridge=conf.bridge,
+        bridge=conf.bridge or DEFAULT_BRIDGE,  # the handler put the node policy's choice here
         mac=conf.runtime_config.mac,
         mtu=conf.mtu,
         vlan=conf.vlan,

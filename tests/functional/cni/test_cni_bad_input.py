@@ -39,7 +39,19 @@ CASES: list[tuple[str, dict[str, Any] | str, dict[str, str], int, str]] = [
     ("ifname with slash", {}, {"CNI_IFNAME": "a/b"}, 4, "CNI_IFNAME"),
     ("ifname dotdot", {}, {"CNI_IFNAME": ".."}, 4, "CNI_IFNAME"),
     ("missing netns", {}, {"CNI_NETNS": ""}, 4, "CNI_NETNS is required"),
-    ("unknown IPAM plugin", {"ipam": {"type": "no-such-ipam"}}, {}, 7, "not found in CNI_PATH"),
+    ("IPAM plugin the node does not allow", {"ipam": {"type": "no-such-ipam"}}, {}, 7, "host-local, static"),
+    ("bridge the node does not allow", {"bridge": "br-other"}, {}, 7, "this node allows: br-cni, br-vhost"),
+    ("bridge name not ASCII", {"bridge": "br\u202eevil"}, {}, 7, "bridge"),
+    ("bridge name with shell characters", {"bridge": ";id"}, {}, 7, "bridge"),
+    ("socketRoot the node does not allow", {"socketRoot": "/etc"}, {}, 7, "socketRoot '/etc' is not allowed"),
+    ("deviceID of no allocation", {"deviceID": "vunotalloc"}, {}, 7, "deviceID"),
+    (
+        "devinfo file outside the devinfo root",
+        {"runtimeConfig": {"CNIDeviceInfoFile": "/etc/x.json"}},
+        {},
+        7,
+        "CNIDeviceInfoFile",
+    ),
     ("IPAM failure", {"ipam": {"type": "host-local"}}, {}, 102, "IPAM plugin host-local ADD failed"),
     ("bad kuryr input", {"neutronPort": {"vif_type": "ovs"}}, {}, 7, "kuryr"),
 ]
@@ -49,7 +61,7 @@ CASES: list[tuple[str, dict[str, Any] | str, dict[str, str], int, str]] = [
 def test_bad_add_input(
     agent: AgentProc, unique: str, what: str, conf: dict[str, Any] | str, env: dict[str, str], code: int, text: str
 ) -> None:
-    stdin: dict[str, Any] | str = conf if isinstance(conf, str) else agent.netconf(**conf)
+    stdin: dict[str, Any] | str = conf if isinstance(conf, str) else agent.netconf(allocate=False, **conf)
     kw: dict[str, str] = {"container_id": f"bad{unique}", "ifname": "net1", "netns": "/var/run/netns/x"}
     kw.update({"container_id": env.get("CNI_CONTAINERID", kw["container_id"])} if "CNI_CONTAINERID" in env else {})
     kw.update({"ifname": env["CNI_IFNAME"]} if "CNI_IFNAME" in env else {})
@@ -63,11 +75,15 @@ def test_bad_add_input(
 
 
 def test_socket_path_too_long_names_length_and_limit(agent: AgentProc, unique: str) -> None:
-    long_root = "/tmp/" + "x" * 100
-    r = agent.run("ADD", agent.netconf(socketRoot=long_root), f"long{unique}")
+    long_root = "/var/run/" + "x" * 100
+    agent.stop()
+    agent.extra["containerSocketRoots"] = [long_root]
+    agent.start()
+    r = agent.run("ADD", agent.netconf(containerSocketRoot=long_root), f"long{unique}")
     assert r.code == 1 and r.out["code"] == 7
+    assert "container socket path" in r.out["msg"]
     assert "bytes; the limit for a unix socket path is 107" in r.out["msg"]
-    assert not Path(long_root).exists()
+    assert _leftovers(agent) == []
 
 
 def test_symlink_where_the_folder_should_be_is_never_followed(agent: AgentProc, unique: str, short_dir: Path) -> None:
@@ -87,13 +103,17 @@ def test_symlink_where_the_folder_should_be_is_never_followed(agent: AgentProc, 
 
 def test_failure_after_port_creation_rolls_the_port_back(agent: AgentProc, unique: str) -> None:
     """The device-info file cannot be written (its folder is a file): port, folder and config must be rolled back."""
-    blocker = agent.root / f"blk{unique}"
+    blocker = agent.devinfo_root / f"blk{unique}"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("not a folder")
     conf = agent.netconf(runtimeConfig={"deviceID": f"rb{unique}", "CNIDeviceInfoFile": str(blocker / "info.json")})
+    mode = os.lstat(agent.socket_root / f"rb{unique}").st_mode
     r = agent.run("ADD", conf, f"rb{unique}")
     assert r.code == 1, r.raw
     assert agent.our_ports() == []
-    assert not (agent.socket_root / f"rb{unique}").exists()
+    # the device folder (the device plugin's) is left empty, with its mode back
+    assert list((agent.socket_root / f"rb{unique}").iterdir()) == []
+    assert os.lstat(agent.socket_root / f"rb{unique}").st_mode == mode
 
 
 def test_shim_without_agent_fails_fast_with_try_again(agent: AgentProc, unique: str) -> None:

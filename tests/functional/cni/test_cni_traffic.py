@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.functional.cni.conftest import AgentProc
+from vhostplug.cni.planning import own_folder_name
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.testpmd import Testpmd
 from vhostplug.model import port_name_for
@@ -28,6 +29,7 @@ def test_two_pods_pass_packets_through_ovs(agent: AgentProc, unique: str) -> Non
     conf = agent.netconf()
     socks = {}
     for pod in ("a", "b"):
+        agent.allocate(f"{pod}{unique}")
         r = agent.run("ADD", {**conf, "runtimeConfig": {"deviceID": f"{pod}{unique}"}}, f"{pod}{unique}")
         assert r.code == 0, r.raw
         socks[pod] = r.out["interfaces"][0]["socketPath"]
@@ -104,10 +106,14 @@ def test_client_mode_across_filesystems_is_a_clear_exdev_error(agent: AgentProc,
     tmpfs.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(tmpfs)], check=True)
     try:
-        conf = agent.netconf(mode="client", socketRoot=str(tmpfs), runtimeConfig={"deviceID": f"x{unique}"})
+        agent.stop()  # the node admin lets networks select this socket root
+        agent.extra["socketRoots"] = [str(tmpfs)]
+        agent.start()
+        conf = agent.netconf(mode="client", socketRoot=str(tmpfs))
         r = agent.run("ADD", conf, f"xd{unique}")
         assert r.code == 1 and r.out["code"] == 5, r.raw
-        assert "EXDEV" in r.out["msg"] and str(tmpfs / f"x{unique}" / "vhu.sock") in r.out["msg"]
+        assert "EXDEV" in r.out["msg"]
+        assert str(tmpfs / own_folder_name(f"xd{unique}", "net1") / "vhu.sock") in r.out["msg"]
         assert str(agent.ovs.vhost_sock_dir) in r.out["msg"]
         assert port_name_for(f"xd{unique}", "net1") not in agent.our_ports(), "the port was not removed again"
         assert list(tmpfs.iterdir()) == []

@@ -101,10 +101,15 @@ def vdpa_rig(private_ovs: PrivateOvs) -> Iterator[VdpaRig]:
             ],
         },
     }
+    bridge = f"brvd{uuid.uuid4().hex[:6]}"
     agent = make_agent(
-        private_ovs, devicePlugin=dp_conf, devicePluginDir=str(root / "kubelet"), devinfoDir=str(root / "devinfo")
+        private_ovs,
+        devicePlugin=dp_conf,
+        devicePluginDir=str(root / "kubelet"),
+        devinfoDir=str(root / "devinfo"),
+        bridges={"allowed": [bridge]},  # node policy: the one bridge these networks use
     )
-    rig = VdpaRig(agent, parts, f"brvd{uuid.uuid4().hex[:6]}", root)
+    rig = VdpaRig(agent, parts, bridge, root)
     made = ensure_host_dirs(["/etc/podnetinfo"])  # the mount point of the pods' downward API tmpfs
     try:
         yield rig
