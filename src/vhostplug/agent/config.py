@@ -98,7 +98,10 @@ class AgentConfig(_Strict):
     @classmethod
     def _ipam(cls, v: list[str]) -> list[str]:
         for name in v:
-            fsutil.check_component(name, "IPAM plugin name")
+            try:
+                fsutil.check_component(name, "IPAM plugin name")
+            except fsutil.UnsafePathError as exc:
+                raise ValueError(str(exc)) from None
         return v
 
     def to_policy(self) -> NodePolicy:
