@@ -25,7 +25,7 @@ ports cannot do txonly → rxonly (testpmd has one forwarding mode) nor open af_
 namespaces, and a third core for the receiver does not exist here.
 
 Writes bench/results/dataplane.json and bench/results/dataplane.png and prints a table. Knobs (environment):
-BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_REPS (3), BENCH_FRAMES (64,1518), BENCH_RING (4096),
+BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_REPS (3), BENCH_FRAMES (64,1518), BENCH_RING (16384),
 BENCH_LAT_SECONDS (10), BENCH_LAT_WINDOW (0.2), BENCH_PARTS (throughput,latency), BENCH_OUT (bench/results/dataplane.json).
 """
 
@@ -51,7 +51,7 @@ from rich.console import Console
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.demo_node import lab_up, start_kubelet
 from vhostplug.lab.demo_pods import create_pods
-from vhostplug.lab.demo_traffic import APP_LCORES, cpu_layout, vhostplug_exe, with_ring
+from vhostplug.lab.demo_traffic import APP_LCORES, app_memory_mb, cpu_layout, vhostplug_exe, with_ring
 from vhostplug.lab.multus import IFNAME
 from vhostplug.lab.ovs import OvsConfig
 from vhostplug.lab.pods import LabPod, run
@@ -64,7 +64,7 @@ SECONDS = float(os.environ.get("BENCH_SECONDS", "10"))
 WARMUP = float(os.environ.get("BENCH_WARMUP", "2"))
 REPS = int(os.environ.get("BENCH_REPS", "3"))
 FRAMES = [int(x) for x in os.environ.get("BENCH_FRAMES", "64,1518").split(",")]
-RING = int(os.environ.get("BENCH_RING", "4096"))
+RING = int(os.environ.get("BENCH_RING", "16384"))
 LAT_SECONDS = float(os.environ.get("BENCH_LAT_SECONDS", "10"))
 LAT_WINDOW = float(os.environ.get("BENCH_LAT_WINDOW", "0.2"))
 OUT = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "dataplane.json")))
@@ -140,7 +140,14 @@ def testpmds(ctx: DemoContext, vdevs: dict[str, list[str]], tag: str, **kw: Any)
             prefix = ctx.names.prefix(f"{tag}{name[-1]}")
             ctx.state.add("testpmd_prefixes", prefix)
             app = Testpmd(
-                devs, prefix, wrap=pod.nsenter(), lcores=APP_LCORES, ring=RING, mbufs=max(4 * RING, 8192), **kw
+                devs,
+                prefix,
+                wrap=pod.nsenter(),
+                lcores=APP_LCORES,
+                ring=RING,
+                mbufs=max(4 * RING, 8192),
+                memory_mb=app_memory_mb(RING),
+                **kw,
             )
             apps[name] = app
             app.start(timeout=60)

@@ -22,7 +22,7 @@ ENV_TESTPMD = "VHOSTPLUG_DEMO_TESTPMD"
 TRAFFIC_SECONDS = 4.0
 WARMUP_SECONDS = 1.0
 FRAME_BYTES = 64
-RING = 4096
+RING = 16384
 APP_LCORES = "0@0,1@0"
 
 
@@ -42,6 +42,11 @@ def cpu_layout(pmd_cpu_mask: str, app_lcores: str = APP_LCORES) -> dict[str, Any
         "text": f"OVS PMD on core {','.join(map(str, pmd))}; each testpmd (main + forwarding lcore, "
         f"--lcores={app_lcores}) on core {','.join(map(str, app))}",
     }
+
+
+def app_memory_mb(ring: int) -> int:
+    """testpmd's ``-m``: 4 x ``ring`` mbufs of ~2.3 KB plus the rings (256 MB holds up to 4096 descriptors)."""
+    return 256 if ring <= 4096 else 1024
 
 
 def with_ring(vdev: str, ring: int = RING) -> str:
@@ -71,6 +76,7 @@ def run_testpmd(ctx: DemoContext) -> None:
                     lcores=APP_LCORES,
                     ring=RING,
                     mbufs=4 * RING,
+                    memory_mb=app_memory_mb(RING),
                 )
                 tp.argv[tp.argv.index(TESTPMD)] = binary
                 ph.doing(" ".join(tp.argv))
