@@ -1,8 +1,8 @@
 """Generated CNI inputs for the fuzz suites: netconfs (mutations of a valid one), ``CNI_*`` environments and raw wire
 requests, all drawn from one ``random.Random`` so that a seed reproduces a case.
 
-Host paths stay inside the caller's sandbox: ``socketRoot`` and ``CNIDeviceInfoFile`` are only ever generated under
-the given root, ``CNI_PATH`` is the given folder (no IPAM plugin in it), and the kuryr keys never get an object (their
+Host paths stay inside the caller's sandbox: ``socketRoot`` is only ever generated under the given root and
+``CNIDeviceInfoFile`` in the given device-info folder, ``CNI_PATH`` is the given folder (no IPAM plugin in it), and the kuryr keys never get an object (their
 mount points are host paths). Everything else is fair game: wrong types, unknown keys, unicode, lone surrogates,
 huge numbers, deep nesting.
 """
@@ -41,6 +41,7 @@ KEYS = (
     "cni.dev/valid-attachments",
 )
 PATH_KEYS = ("kuryr", "osVif", "neutronPort")  # host paths inside: never an object here
+SUB_ROOTS = ("sub", "a", "a/b")  # socket roots below the given one; the node makes them (see CniGen.make_roots)
 ODD_TEXT = ("", ".", "..", "/", "a/b", "\0", "\u202e", "\ufeff", " ", "é", "\ud800", "x" * 300, "-", "vu00", "1.1.0")
 
 
@@ -54,11 +55,27 @@ class Case:
 
 
 class CniGen:
-    def __init__(self, rng: random.Random, socket_root: Path, cni_path: Path, agent_socket: str = "") -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        socket_root: Path,
+        cni_path: Path,
+        agent_socket: str = "",
+        devinfo_dir: Path | None = None,
+    ) -> None:
         self.rng = rng
         self.socket_root = socket_root
+        # an existing folder, as Multus's device-info folder is (the caller makes it)
+        self.devinfo_dir = devinfo_dir or socket_root.parent / "devinfo"
         self.cni_path = cni_path
         self.agent_socket = agent_socket
+
+    def make_roots(self) -> set[str]:
+        """Make the socket roots the generator may pick (socket roots are the node's, made before any ADD); returns
+        them as paths relative to the given root, for leftover checks to ignore."""
+        for sub in SUB_ROOTS:
+            (self.socket_root / sub).mkdir(parents=True, exist_ok=True)
+        return set(SUB_ROOTS)
 
     # -- values ------------------------------------------------------------------------------------------------
     def text(self) -> str:
@@ -135,7 +152,7 @@ class CniGen:
             elif op < 0.8:
                 conf["runtimeConfig"] = self.runtime_config()
             elif op < 0.85:
-                conf["socketRoot"] = str(self.socket_root / r.choice(("", "sub", "a/b", "..", "x" * 120)))
+                conf["socketRoot"] = str(self.socket_root / r.choice(("", *SUB_ROOTS, "..", "x" * 120)))
             elif op < 0.9:
                 conf[r.choice(PATH_KEYS)] = r.choice((None, 1, True, [], "x"))
             elif op < 0.95:
@@ -149,9 +166,9 @@ class CniGen:
         rc: dict[str, Any] = {}
         if r.random() < 0.5:
             rc["deviceID"] = r.choice((self.text(), "vu00", "..", "a/b", 5))
-        if r.random() < 0.5:
+        if r.random() < 0.5:  # a file right in the folder: ADD makes missing folders below it, which DEL keeps
             rc["CNIDeviceInfoFile"] = r.choice(
-                (str(self.socket_root / "devinfo" / f"{self.text()}.json"), "relative.json", 7, "")
+                (str(self.devinfo_dir / f"{self.text().replace('/', '_')}.json"), "relative.json", 7, "")
             )
         if r.random() < 0.3:
             rc["mac"] = r.choice(("02:00:00:00:00:01", self.text(), 3))

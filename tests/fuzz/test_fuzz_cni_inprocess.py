@@ -29,7 +29,8 @@ VALID_REQUEST = wire.encode_request(
 
 
 def _files(root: Path) -> list[str]:
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if not p.is_dir())
+    """Everything under ``root``, folders included."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
 
 
 def test_wire_decoder(fuzz_rng: random.Random, tmp_path: Path) -> None:
@@ -75,9 +76,11 @@ def test_netconf_parser(fuzz_rng: random.Random, tmp_path: Path) -> None:
 
 
 def test_handler_over_noop_dataplane(fuzz_rng: random.Random, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    root, bin_dir, state = tmp_path / "s", tmp_path / "bin", tmp_path / "state"
+    root, bin_dir, state, devinfo = tmp_path / "s", tmp_path / "bin", tmp_path / "state", tmp_path / "devinfo"
     bin_dir.mkdir()
-    gen = CniGen(fuzz_rng, root, bin_dir)
+    devinfo.mkdir()
+    gen = CniGen(fuzz_rng, root, bin_dir, devinfo_dir=devinfo)
+    roots = gen.make_roots()
     dataplane = NoopDataplane()
     policy = NodePolicy(socket_roots=(root,), bridges=("br-fuzz",), devinfo_root=tmp_path / "devinfo")
     handler = CniHandler(dataplane, HandlerOptions(client_socket_wait=0.0, state_dir=state, policy=policy))
@@ -100,8 +103,9 @@ def test_handler_over_noop_dataplane(fuzz_rng: random.Random, tmp_path: Path, ca
             code, out = handler.handle({**case.env, "CNI_COMMAND": "DEL"}, case.conf)
             assert code == 0, (out, where)
         assert dataplane.list_ports() == [], where
-        assert _files(root) == [] if root.exists() else True, (_files(root), where)
+        assert [f for f in _files(root) if f not in roots] == [], (_files(root), where)
         assert _files(state) == [] if state.exists() else True, (_files(state), where)
+        assert _files(devinfo) == [], (_files(devinfo), where)
     # a few hundred straight ADD/CHECK/DEL sequences of valid input between the random ones
     for i in range(cases(200)):
         env = {
@@ -120,7 +124,7 @@ def test_handler_over_noop_dataplane(fuzz_rng: random.Random, tmp_path: Path, ca
         code, out = handler.handle({**env, "CNI_COMMAND": "DEL"}, conf)
         assert code == 0, out
         added += 1
-    assert dataplane.list_ports() == [] and (not root.exists() or _files(root) == [])
+    assert dataplane.list_ports() == [] and [f for f in _files(root) if f not in roots] == []
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert not tracebacks, tracebacks[0].getMessage()
     assert added >= cases(200) and len(codes) > 3, codes

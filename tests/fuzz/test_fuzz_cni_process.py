@@ -20,7 +20,7 @@ import pytest
 from vhostplug.cni import wire
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
-from vhostplug_testsupport.cnigen import CniGen
+from vhostplug_testsupport.cnigen import SUB_ROOTS, CniGen
 from vhostplug_testsupport.fuzz import assert_cni_output, assert_no_traceback, cases, time_budget
 
 BRIDGE = "br-fuzz"
@@ -38,7 +38,16 @@ def fuzz_agent(private_ovs: PrivateOvs) -> Iterator[AgentProc]:
 def _gen(agent: AgentProc, rng: random.Random) -> CniGen:
     empty_bin = agent.root / "nobin"  # no IPAM plugin: an ipam section fails cleanly instead of leasing
     empty_bin.mkdir(exist_ok=True)
-    return CniGen(rng, agent.socket_root, empty_bin, agent_socket=str(agent.socket))
+    devinfo = agent.root / "devinfo"  # exists, as Multus's device-info folder does
+    devinfo.mkdir(exist_ok=True)
+    gen = CniGen(rng, agent.socket_root, empty_bin, agent_socket=str(agent.socket), devinfo_dir=devinfo)
+    gen.make_roots()
+    return gen
+
+
+def _left(agent: AgentProc) -> list[str]:
+    made = {str(agent.socket_root / sub) for sub in SUB_ROOTS}
+    return [p for p in agent.leftovers() if p not in made] + [str(p) for p in (agent.root / "devinfo").iterdir()]
 
 
 def test_shim_and_agent(fuzz_agent: AgentProc, fuzz_rng: random.Random) -> None:
@@ -61,7 +70,7 @@ def test_shim_and_agent(fuzz_agent: AgentProc, fuzz_rng: random.Random) -> None:
         if case.env.get("CNI_COMMAND") == "ADD" and r.code == 0:
             d = fuzz_agent.exec_shim({**env, "CNI_COMMAND": "DEL"}, stdin, timeout=60)
             assert d.code == 0, (d, where)
-        assert fuzz_agent.leftovers() == [], where
+        assert _left(fuzz_agent) == [], where
     assert_no_traceback(fuzz_agent.log_text(), "agent log")
     assert len(codes) > 3, codes
 
@@ -95,5 +104,5 @@ def test_raw_requests_to_the_agent(fuzz_agent: AgentProc, fuzz_rng: random.Rando
                 json.dumps({**conf, "agentSocket": str(fuzz_agent.socket)}).encode(),
             )
             assert d.code == 0, d
-        assert fuzz_agent.leftovers() == [], data[:300]
+        assert _left(fuzz_agent) == [], data[:300]
     assert_no_traceback(fuzz_agent.log_text(), "agent log")

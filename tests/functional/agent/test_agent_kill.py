@@ -63,7 +63,7 @@ def _check_answers(runs: list[ShimRun]) -> dict[int, int]:
 def test_agent_sigkill_during_concurrent_adds(cni_agent: AgentProc, unique: str, round_: int) -> None:
     rng = random.Random(fuzz.seed_for(f"agent-kill-{round_}"))
     tag = f"k{round_}{unique}"
-    cids = [f"{tag}c{i}" for i in range(WORKERS)]
+    cids = [f"c{i}{tag}" for i in range(WORKERS)]  # distinct in their first 12 characters (see issue 12.5)
     delay = rng.uniform(0.0, 0.6)
     with ThreadPoolExecutor(1) as one:
         adds = one.submit(_add_all, cni_agent, cids)
@@ -81,7 +81,7 @@ def test_ovsdb_killed_during_concurrent_adds(cni_agent: AgentProc, unique: str, 
     ovs: PrivateOvs = cni_agent.ovs
     rng = random.Random(fuzz.seed_for(f"ovsdb-kill-{round_}"))
     tag = f"o{round_}{unique}"
-    cids = [f"{tag}c{i}" for i in range(WORKERS)]
+    cids = [f"c{i}{tag}" for i in range(WORKERS)]
     with ThreadPoolExecutor(1) as one:
         adds = one.submit(_add_all, cni_agent, cids)
         time.sleep(rng.uniform(0.0, 0.6))
