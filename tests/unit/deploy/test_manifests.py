@@ -153,14 +153,22 @@ def test_agent_configmap_loads_through_the_agents_config_model(tmp_path: Path) -
     assert config.dataplane.ovsdb.startswith("unix:")
     # every path the agent config names (new ones included: a field added to the model is checked here too) lives in
     # a host folder mounted into the agent, so that it survives the agent's restarts and is shared with the node
-    paths = [v for v in config.model_dump().values() if isinstance(v, Path)]
-    paths += [v for v in config.dataplane.model_dump().values() if isinstance(v, Path)]
+    values = [*config.model_dump().values(), *config.dataplane.model_dump().values()]
+    paths = [v for v in values if isinstance(v, Path)]
+    paths += [p for v in values if isinstance(v, list) for p in v if isinstance(p, Path)]  # e.g. socketRoots
+    paths += [Path(p) for p in config.kuryr_mount_points]  # host folders the agent makes kuryr sockets in
     paths += [config.listen.parent, Path(config.dataplane.ovsdb[5:]).parent]
     for path in paths:
         if path == config.listen:
             continue
         assert any(path == m or m in path.parents for m in host_mounts), f"{path} is in no host mount of the agent"
     assert mounts >= host_mounts
+    # the node policy the agent derives from it: the example networks select within it
+    node_policy = config.to_policy()
+    for nad in _by_kind("NetworkAttachmentDefinition"):
+        bridge = json.loads(nad["spec"]["config"]).get("bridge")
+        assert bridge is None or bridge in node_policy.bridges, (nad["metadata"]["name"], bridge)
+    assert node_policy.datapath_type == "netdev"
     assert agent["command"][-2:] == ["--config", f"/etc/vhostplug/{next(iter(cm['data']))}"]
 
 
@@ -263,6 +271,13 @@ def test_every_image_is_the_one_make_image_builds() -> None:
     ours = [i for _, doc in OBJECTS for i in _images(doc) if "vhostplug" in i]
     assert len(ours) >= 4  # init container, agent, webhook, KubeVirt binding sidecar
     assert set(ours) == {f"{IMAGE}:{version}"}
-    build = REPO / "scripts" / "build-image.sh"
-    if build.exists():  # the image build names it the same way
-        assert f"NAME={IMAGE}\n" in build.read_text()
+    build = (REPO / "scripts" / "build-image.sh").read_text()
+    assert f"NAME={IMAGE}\n" in build  # `make image` names it the same way
+    # the image's entrypoint is KubeVirt's binding sidecar (KubeVirt runs it with the image's own command), so every
+    # other container must name its command
+    assert """--entrypoint '["vhostplug", "kubevirt-sidecar"]'""" in build
+    for kind in ("DaemonSet", "Deployment"):
+        for obj in _by_kind(kind):
+            pod = obj["spec"]["template"]["spec"]
+            for c in pod.get("initContainers", []) + pod["containers"]:
+                assert c["command"][0] == "vhostplug", c["name"]
