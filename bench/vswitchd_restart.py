@@ -24,6 +24,7 @@ from typing import Any
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.testpmd import Testpmd
+from vhostplug.model import port_name_for
 from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
 
 PORTS = int(os.environ.get("RESTART_PORTS", "4"))
@@ -61,14 +62,15 @@ def wait_all_up(ovs: PrivateOvs, names: list[str], timeout: float = 60.0) -> tup
 
 
 def add_ports(agent: AgentProc) -> tuple[list[str], list[str]]:
-    names, sockets = [], []
+    names: list[str] = []
+    sockets: list[str] = []
     for i in range(PORTS):
         conf = json.dumps(agent.netconf(mode="server")).encode()
         r = agent.exec_shim(agent.cni_env("ADD", f"restart{i:03d}"), conf)
         if r.code != 0:
             raise RuntimeError(f"ADD failed: {r.stdout!r}")
         sockets.append(r.json()["interfaces"][0]["socketPath"])
-    names = agent.our_ports()
+        names.append(port_name_for(f"restart{i:03d}", "net1"))
     return names, sockets
 
 
@@ -110,7 +112,12 @@ def main() -> int:
                 f"round {len(rounds)}: vswitchd ready -> {PORTS} ports up in {up:.3f} s "
                 f"(kill -> up {t_ready - t_kill + up:.3f} s)" + (f"; NOT BACK after 60 s: {down}" if down else "")
             )
-            if down:
+            if down:  # keep what ovs-vswitchd said about those ports' sockets, for whoever looks into it
+                lost = [sockets[names.index(n)] for n in down if n in names]
+                log = ovs.vswitchd_log.read_text(errors="replace").splitlines() if ovs.vswitchd_log.exists() else []
+                rounds[-1]["vswitchd_log_for_ports_not_back"] = [
+                    line for line in log if any(s in line for s in lost) or any(n in line for n in down)
+                ][-40:]
                 break  # a port that did not come back stays down: later rounds would measure nothing
         untouched = [a.pid for a in apps] == app_pids and all(
             a._proc is not None and a._proc.poll() is None for a in apps

@@ -10,6 +10,7 @@ choose instead; nothing is written then (an existing shim stays as it was)."""
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import stat
@@ -27,14 +28,26 @@ WIRE_IMPORT = "from vhostplug.cni.wire import "
 
 
 def shim_source() -> str:
-    """shim.py made self-contained: its one import of :mod:`vhostplug.cni.wire` replaced by that module's body
-    (the installed shim runs with ``-I -S`` and cannot import the package)."""
+    """shim.py made self-contained: its one import of :mod:`vhostplug.cni.wire` replaced by the parts of that module
+    the shim uses (its constants, its exception class and the imported functions; the agent-side decoders are left
+    out: the installed file is compiled on every exec). The installed shim runs with ``-I -S`` and cannot import
+    the package."""
     lines = SHIM_SOURCE.read_text().split("\n")
     at = [i for i, line in enumerate(lines) if line.startswith(WIRE_IMPORT)]
     if len(at) != 1:
         raise RuntimeError(f"{SHIM_SOURCE} must import {WIRE_IMPORT}... on exactly one line")
-    wire = [line for line in WIRE_SOURCE.read_text().split("\n") if line != "from __future__ import annotations"]
-    return "\n".join(lines[: at[0]] + wire + lines[at[0] + 1 :])
+    imported = ast.parse(lines[at[0]]).body[0]
+    assert isinstance(imported, ast.ImportFrom)
+    wanted = {alias.name for alias in imported.names}
+    text = WIRE_SOURCE.read_text()
+    parts = []
+    for node in ast.parse(text).body:
+        keep = isinstance(node, (ast.Assign, ast.AnnAssign, ast.ClassDef)) or (
+            isinstance(node, ast.FunctionDef) and node.name in wanted
+        )
+        if keep:
+            parts.append(ast.get_source_segment(text, node) or "")
+    return "\n".join([*lines[: at[0]], "\n\n".join(parts), *lines[at[0] + 1 :]])
 
 
 class InterpreterError(Exception):
