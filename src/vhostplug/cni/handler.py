@@ -146,7 +146,9 @@ class CniHandler:
 
     # -- planning ----------------------------------------------------------------------------------------------
     def plan(self, env: CniEnv, conf: NetConf, raw: dict[str, Any]) -> Plan:
-        return planning.plan(planning.PlanInput(env, conf, raw, self.options.policy))
+        record = self.records.load(env.container_id, env.ifname)
+        recorded = record.folder if record is not None else None
+        return planning.plan(planning.PlanInput(env, conf, raw, self.options.policy, recorded))
 
     def _check_device_free(self, plan: Plan) -> None:
         """A device folder serves one attachment at a time: refuse one another container's record names."""

@@ -46,6 +46,9 @@ class PlanInput:
     conf: NetConf
     raw: dict[str, Any]
     policy: NodePolicy
+    #: the folder this attachment's record names (a re-ADD or a CHECK after the device plugin's marks went with an
+    #: agent restart: the device was checked when it was first attached)
+    recorded_folder: str | None = None
 
     @property
     def socket_root(self) -> Path:
@@ -92,7 +95,8 @@ def plan_device_folder(p: PlanInput) -> Plan | None:
     if not device_id:
         return None
     container_dir = deviceinfo.container_device_dir(device_id, p.container_socket_root)
-    return _plain(p, p.policy.device(device_id, p.socket_root), container_dir, True)
+    recorded = p.recorded_folder == str(p.socket_root / device_id)
+    return _plain(p, p.policy.device(device_id, p.socket_root, recorded), container_dir, True)
 
 
 def plan_own_folder(p: PlanInput) -> Plan | None:

@@ -100,15 +100,16 @@ class NodePolicy:
             ) from None
         return str(path)
 
-    def device(self, device_id: str, socket_root: Path) -> Path:
+    def device(self, device_id: str, socket_root: Path, recorded: bool = False) -> Path:
         """``deviceID`` must be a device our device plugin allocated: its dp device-info file (written at Allocate
-        under the devinfo root) and its folder (a real folder under the socket root) both exist."""
+        under the devinfo root) and its folder (a real folder under the socket root) both exist. ``recorded``: the
+        attachment's own record names this folder (checked at its first ADD), so only the folder must exist."""
         marker = deviceinfo.dp_dir(self.devinfo_root) / deviceinfo.dp_file_name(self.device_resource, device_id)
         folder = socket_root / device_id
         if os.path.islink(folder):
             raise CniError(UNSAFE_PATH, f"refusing the socket folder: {folder} is a symlink; refusing to follow it")
         try:
-            marker_ok = stat.S_ISREG(os.lstat(marker).st_mode)
+            marker_ok = recorded or stat.S_ISREG(os.lstat(marker).st_mode)
             folder_ok = stat.S_ISDIR(os.lstat(folder).st_mode)
         except FileNotFoundError:
             marker_ok = folder_ok = False

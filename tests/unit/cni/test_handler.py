@@ -280,3 +280,20 @@ def test_del_refuses_a_stored_folder_swapped_for_a_symlink(node: Node, tmp_path:
     assert (victim / "c1-net1").read_text() == "victim"
     folder.unlink()
     assert node.run("DEL", node.conf()) == (0, {})
+
+
+def test_check_and_re_add_after_the_device_plugin_marks_went_away(node: Node) -> None:
+    """The device plugin removes its dp files when the agent stops: the attachment's record still vouches for the
+    device it was given, so CHECK and a repeated ADD keep working; a new container still needs an allocation."""
+    conf = node.conf(runtimeConfig={"deviceID": "dev2"})
+    node.allocate("dev2")
+    code, out = node.run("ADD", conf)
+    assert code == 0, out
+    for marker in (node.devinfo / "dp").iterdir():
+        marker.unlink()
+    assert node.run("CHECK", {**conf, "prevResult": out}) == (0, {})
+    code, again = node.run("ADD", conf)
+    assert code == 0 and again["interfaces"] == out["interfaces"], again
+    code, err = node.run("ADD", conf, cid="other")
+    assert code == 1 and err["code"] == 7 and "deviceID" in err["msg"], err
+    assert node.run("DEL", conf) == (0, {})
