@@ -20,6 +20,7 @@ from typing import Any
 
 from vhostplug.cni.install import copy_ipam_plugins, install_shim
 from vhostplug.lab.demo_cleanup import cleanup as demo_cleanup
+from vhostplug.lab.demo_state import Names
 from vhostplug.lab.ovs import PrivateOvs, pid_alive
 from vhostplug.lab.paths import LabPaths
 
@@ -39,10 +40,8 @@ def _qemu_group() -> str:
 
 def lab_bridges(paths: LabPaths) -> list[str]:
     """The bridges the lab's networks use: the only ones its agent's node policy allows."""
-    from vhostplug.lab.demo import Names  # lazily: demo imports this module
-
     names = Names.of(paths.run_dir)
-    return [names.bridge("p"), names.bridge("v")]
+    return [names.bridge(kind) for kind in ("p", "v", "d")]  # pods, VMs, vDPA pods
 
 
 def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
