@@ -193,8 +193,13 @@ def run(env: dict[bytes, bytes], stdin: bytes) -> int:
             version, 4, f"CNI_COMMAND {command!r} is not supported", "expected ADD, DEL, CHECK, STATUS, GC or VERSION"
         )
     if isinstance(conf, tuple):
-        return _error(version, 6, *conf)
-    agent = conf.get("agentSocket") or DEFAULT_AGENT_SOCKET
+        if command != "DEL":
+            return _error(version, 6, *conf)
+        # DEL works from what the agent stored at ADD: a config that broke since then must not strand the pod, so it
+        # goes to the node's agent as it is (the agent drops what it cannot decode)
+        conf = {}
+    fallback = env.get(b"VHOSTPLUG_AGENT_SOCKET", b"").decode("utf-8", "replace")
+    agent = conf.get("agentSocket") or fallback or DEFAULT_AGENT_SOCKET
     if not isinstance(agent, str) or not agent.startswith("/") or "\0" in agent:
         return _error(version, 7, f"agentSocket {agent!r} must be an absolute path")
     request = encode_request(env, stdin)

@@ -69,7 +69,12 @@ def decode_request(data: bytes) -> tuple[dict[str, str], dict[str, Any]]:
         except UnicodeDecodeError:
             name = key.decode("ascii", "backslashreplace")
             raise WireError(CODE_INVALID_ENV, f"{name} is not valid UTF-8", repr(value[:64])) from None
-    return env, decode_netconf(rest[size:])
+    try:
+        return env, decode_netconf(rest[size:])
+    except WireError:
+        if env.get("CNI_COMMAND") == "DEL":  # DEL works from what ADD stored: a broken config must not strand a pod
+            return env, {}
+        raise
 
 
 def decode_netconf(body: bytes) -> dict[str, Any]:

@@ -141,3 +141,23 @@ def test_del_with_an_unreachable_dataplane_is_try_again(private_ovs: PrivateOvs,
     finally:
         agent.stop()
         agent.dataplane.close()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("stdin", [b"{not json", b"", b"[]", b'{"a": ' * 100 + b"1" + b"}" * 100])
+def test_del_with_an_undecodable_config_goes_to_the_agent_and_removes_everything(
+    agent: AgentProc, unique: str, stdin: bytes
+) -> None:
+    """A config that is not even a JSON object any more: the shim cannot read agentSocket from it, so it asks the
+    node's agent (VHOSTPLUG_AGENT_SOCKET from the runtime's environment, else the default), which works from its record."""
+    cid = f"undec{unique}"
+    r = agent.run("ADD", agent.netconf(ipam=_ipam(agent)), cid)
+    assert r.code == 0, r.raw
+    folder = Path(r.out["interfaces"][0]["socketPath"]).parent
+    env = {**agent.cni_env("DEL", cid, "net1", CNI_NETNS=""), "VHOSTPLUG_AGENT_SOCKET": str(agent.socket)}
+    for _ in range(2):
+        d = agent.exec_shim(env, stdin)
+        assert d.code == 0 and d.stdout == b"", (d.stdout, d.stderr)
+    _everything_gone(agent, cid, folder)
+    # ADD and CHECK still refuse such a config, at once and in the CNI error format
+    add = agent.exec_shim({**agent.cni_env("ADD", cid, "net1"), "VHOSTPLUG_AGENT_SOCKET": str(agent.socket)}, stdin)
+    assert add.code == 1 and b'"code": 6' in add.stdout, add.stdout
