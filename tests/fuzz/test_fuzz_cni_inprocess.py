@@ -127,4 +127,5 @@ def test_handler_over_noop_dataplane(fuzz_rng: random.Random, tmp_path: Path, ca
     assert dataplane.list_ports() == [] and [f for f in _files(root) if f not in roots] == []
     tracebacks = [r for r in caplog.records if r.exc_info]
     assert not tracebacks, tracebacks[0].getMessage()
-    assert added >= cases(200) and len(codes) > 3, codes
+    # every class of answer the generator aims at came up: success, a bad environment (4), a refused config (7)
+    assert added >= cases(200) and {"0", "4", "7"} <= codes.keys(), codes
