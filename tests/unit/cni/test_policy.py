@@ -73,5 +73,6 @@ def test_the_lab_allows_exactly_the_bridges_it_reports(tmp_path: Path) -> None:
     paths = LabPaths(tmp_path)
     policy = AgentConfig.model_validate(agent_config(paths, Ovs())).to_policy()  # type: ignore[arg-type]
     status = lab_status(tmp_path)
-    assert list(policy.bridges) == status["bridges"] and len(status["bridges"]) == 2
+    # pods, VMs and the vDPA representors each have their own bridge
+    assert list(policy.bridges) == status["bridges"] and len(status["bridges"]) == 3
     assert str(paths.socket_root) in policy.container_socket_roots
