@@ -41,6 +41,24 @@ class Ownership:
     def gid(self) -> int:
         return self.group if isinstance(self.group, int) else grp.getgrnam(self.group).gr_gid
 
+    def resolved(self, where: str) -> Ownership:
+        """The same with numeric ids, looked up now; ValueError naming ``where`` and the name that does not exist.
+
+        Names resolve against the password and group files of wherever the agent runs (its container's, in a pod),
+        which need not know the node's groups: resolve at start, not at the first ADD."""
+        try:
+            uid = self.uid
+        except KeyError:
+            raise ValueError(f"{where}.user: no user {self.user!r} here; give the node's numeric uid") from None
+        try:
+            gid = self.gid
+        except KeyError:
+            raise ValueError(
+                f"{where}.group: no group {self.group!r} here (names resolve against the agent container's own "
+                "/etc/group); give the node's numeric gid"
+            ) from None
+        return Ownership(uid, gid, self.dir_mode, self.socket_mode)
+
 
 def check_component(name: str, what: str = "name") -> None:
     """Refuse anything that could escape a folder when used as one path component."""

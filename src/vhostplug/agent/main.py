@@ -86,10 +86,14 @@ class Agent:
                 self._dp_config = load_config(config.device_plugin)
             except DevicePluginConfigError as exc:
                 raise ConfigError(f"invalid devicePlugin configuration: {exc}") from None
+            for name in type(self._dp_config).model_fields:  # kinds that own folders: their owner and group exist
+                section = self._dp_config.section(name)
+                if callable(getattr(section, "ownership", None)):
+                    section.ownership().resolved(f"devicePlugin.{name}")
             pools = self._dp_config.vdpa  # the CNI finds vDPA devices where, and as, the pools do
             vdpa = VdpaPolicy(pools.sysfs_root, pools.dev_root, tuple(pools.pools))
         options = HandlerOptions(
-            ownership=config.ownership.to_ownership(),
+            ownership=config.ownership.to_ownership().resolved("ownership"),
             state_dir=config.state_dir,
             vdpa=vdpa,
             policy=config.to_policy(),

@@ -19,6 +19,10 @@ CASES = [
     ({"dataplane": {"backend": "nope"}}, "unknown dataplane backend 'nope'"),
     ({"devicePlugin": {"vhostuser": {"count": 0}}}, "devicePlugin"),
     ({"devicePlugin": {"colour": "blue"}}, "colour"),
+    # names resolve in the agent's own (container's) /etc/group: a missing one stops the start, not the first ADD
+    ({"ownership": {"group": "no-such-group-vhp"}}, "ownership.group: no group 'no-such-group-vhp'"),
+    ({"ownership": {"user": "no-such-user-vhp"}}, "ownership.user: no user 'no-such-user-vhp'"),
+    ({"devicePlugin": {"vhostuser": {"group": "no-such-group-vhp"}}}, "devicePlugin.vhostuser.group: no group"),
 ]
 
 
