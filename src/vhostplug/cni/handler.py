@@ -43,6 +43,7 @@ from vhostplug.cni.spec import (
     interface_entry,
     negotiate,
 )
+from vhostplug.cni.undo import Undo, roll_back
 from vhostplug.dataplane.clientsock import SocketPlacementError
 from vhostplug.kuryr import cni as kuryr_cni
 from vhostplug.model import (
@@ -167,17 +168,13 @@ class CniHandler:
     def add(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> dict[str, Any]:
         plan = self.plan(env, conf, raw)
         att = plan.attachment
-        undo: list[Callable[[], object]] = []
+        undo: Undo = []
         with self._lock:
             self._check_device_free(plan)
             try:
                 ipam_result = self._add_steps(env, conf, raw, plan, undo)
             except BaseException:
-                for step in reversed(undo):
-                    try:
-                        step()
-                    except Exception:  # keep rolling back
-                        LOG.exception("rollback step failed")
+                roll_back(undo, LOG)
                 raise
         result: dict[str, Any] = {
             "cniVersion": version,
@@ -192,7 +189,7 @@ class CniHandler:
         return result
 
     def _add_steps(
-        self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: list[Callable[[], object]]
+        self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: Undo
     ) -> dict[str, Any]:
         att = plan.attachment
         own = self.options.ownership

@@ -16,13 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vhostplug import deviceinfo, fsutil
 from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, IO_FAILURE, CniError, convert_ips, version_tuple
+from vhostplug.cni.undo import Undo
 from vhostplug.deviceplugin.config import VdpaPool
 from vhostplug.model import EXTERNAL_ID_ATTACHMENT, NetdevPort, VhostUserPort, attachment_key
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
@@ -141,7 +141,7 @@ class VdpaAttacher:
         req: VdpaRequest,
         target: sysfs.VdpaTarget,
         ipam_result: dict[str, Any],
-        undo: list[Callable[[], object]],
+        undo: Undo,
     ) -> Added:
         """The side effects, in order, each pushing its undo (``target`` comes from :meth:`resolve`)."""
         dev = target.device
@@ -204,7 +204,7 @@ class VdpaAttacher:
         target: sysfs.VdpaTarget,
         ipam_result: dict[str, Any],
         ids: dict[str, str],
-        undo: list[Callable[[], object]],
+        undo: Undo,
     ) -> Added:
         dev = target.device
         assert dev.netdev is not None  # discovery only lists virtio devices that have a netdev

@@ -4,7 +4,6 @@ IPAM delegated as for vhost-user and the same rollback discipline (every ADD ste
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from vhostplug.cni import ipam
@@ -12,6 +11,7 @@ from vhostplug.cni.netconf import NetConf
 from vhostplug.cni.policy import DEFAULT_BRIDGE
 from vhostplug.cni.records import Record, RecordStore
 from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, STATUS_UNAVAILABLE, TRY_AGAIN_LATER, CniEnv, CniError
+from vhostplug.cni.undo import Undo, roll_back
 from vhostplug.model import VhostUserPort
 from vhostplug.protocols import Dataplane
 from vhostplug.vdpa.attach import ID_VDPA_DEVICE, VdpaAttacher, VdpaPolicy, VdpaRequest, result
@@ -60,7 +60,7 @@ def add(
         raise CniError(TRY_AGAIN_LATER, "the dataplane is not ready", health.detail)
     req = request(env, conf)
     target = att.resolve(req)  # every input check before the first side effect (IPAM included)
-    undo: list[Callable[[], object]] = []
+    undo: Undo = []
     try:
         # the record lets DEL and GC find the attachment (its representor port) without the network config
         ipam_conf: dict[str, Any] | None = (
@@ -89,11 +89,7 @@ def add(
             undo.append(lambda: ipam.delegate("DEL", raw, i_env, env.path))
         added = att.add(req, target, ipam_result, undo)
     except BaseException:
-        for step in reversed(undo):
-            try:
-                step()
-            except Exception:  # keep rolling back
-                LOG.exception("vDPA rollback step failed")
+        roll_back(undo, LOG, "vDPA rollback")
         raise
     out = result(version, req, added, ipam_result)
     if not out.get("dns") and conf.dns:
