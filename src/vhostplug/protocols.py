@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vhostplug.fsutil import Ownership
@@ -33,8 +33,12 @@ class Dataplane(Protocol):
         """:meth:`health` as last seen on a kept connection (no round trip), for the attach path."""
         ...
 
-    def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
-        """Create the port in one transaction (bridge made if missing), wait for its ofport, return it."""
+    def attach(
+        self, attachment: Attachment, timeout: float = 5.0, meanwhile: Callable[[], None] | None = None
+    ) -> VhostUserPort:
+        """Create the port in one transaction (bridge made if missing), run ``meanwhile`` (the caller's work that
+        does not need the port) while the switch applies it, wait for its ofport, return it. When ``meanwhile``
+        raises, the port is removed again and the error goes on."""
         ...
 
     def attach_netdev(self, port: NetdevPort, timeout: float = 5.0) -> VhostUserPort:

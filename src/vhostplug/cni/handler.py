@@ -227,12 +227,24 @@ class CniHandler:
         # a socket left by an earlier user of this folder would make the app's bind fail
         self._unlink_socket(plan.folder, att.socket_name)
         ipam_result: dict[str, Any] = {}
-        if conf.ipam:
-            ipam_env = self._ipam_env(env, att.container_id, att.ifname)
-            ipam_result = ipam.delegate("ADD", raw, ipam_env, env.path)
-            undo.append(lambda: ipam.delegate("DEL", raw, ipam_env, env.path))
+
+        def meanwhile() -> None:
+            """What does not need the port, done while the switch applies it: IPAM (an exec) and the files."""
+            nonlocal ipam_result
+            if conf.ipam:
+                ipam_env = self._ipam_env(env, att.container_id, att.ifname)
+                ipam_result = ipam.delegate("ADD", raw, ipam_env, env.path)
+                undo.append(lambda: ipam.delegate("DEL", raw, ipam_env, env.path))
+            app_conf = {"vhostname": att.socket_name, "vhostmac": att.mac, "mode": att.mode.value}
+            fsutil.write_json_in(plan.folder, plan.config_file_name, app_conf, mode=0o644, own=own)
+            undo.append(lambda: fsutil.unlink_in(plan.folder, plan.config_file_name))
+            if plan.device_info_file:
+                path = Path(plan.device_info_file)
+                deviceinfo.write_at(path, deviceinfo.vhost_user(att.mode, plan.container_socket_path))
+                undo.append(lambda: fsutil.unlink_in(path.parent, path.name))
+
         try:
-            self.dataplane.attach(att, timeout=self.options.attach_timeout)
+            self.dataplane.attach(att, timeout=self.options.attach_timeout, meanwhile=meanwhile)
             undo.append(lambda: self.dataplane.detach(att.port_name))
             if att.mode is Mode.CLIENT:
                 undo.append(lambda: self._unlink_socket(plan.folder, att.socket_name))
@@ -243,13 +255,6 @@ class CniHandler:
             raise CniError(IO_FAILURE, str(exc)) from None
         except DataplaneError as exc:
             raise CniError(DATAPLANE_FAILURE, str(exc)) from None
-        app_conf = {"vhostname": att.socket_name, "vhostmac": att.mac, "mode": att.mode.value}
-        fsutil.write_json_in(plan.folder, plan.config_file_name, app_conf, mode=0o644, own=own)
-        undo.append(lambda: fsutil.unlink_in(plan.folder, plan.config_file_name))
-        if plan.device_info_file:
-            path = Path(plan.device_info_file)
-            deviceinfo.write_at(path, deviceinfo.vhost_user(att.mode, plan.container_socket_path))
-            undo.append(lambda: fsutil.unlink_in(path.parent, path.name))
         return ipam_result
 
     @staticmethod

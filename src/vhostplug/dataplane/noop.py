@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
@@ -20,7 +20,11 @@ class NoopDataplane:
     def ready(self) -> DataplaneHealth:
         return self.health()
 
-    def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
+    def attach(
+        self, attachment: Attachment, timeout: float = 5.0, meanwhile: Callable[[], None] | None = None
+    ) -> VhostUserPort:
+        if meanwhile is not None:
+            meanwhile()  # nothing was made yet that it could leave behind
         port = VhostUserPort(
             name=attachment.port_name,
             bridge=attachment.bridge,

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vhostplug import ovsvhost
-from vhostplug.dataplane import clientsock, ovsdb_rpc
+from vhostplug.dataplane import clientsock, ovsdb_rpc, ovsjson
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 from vhostplug.ovsvhost import BRIDGE_MARK, ID_ATTACHMENT, VHOST_TYPES
@@ -53,6 +53,17 @@ def insert_bridge(api: Any, txn: Any, name: str, datapath_type: str = ovsvhost.D
     bridge.ports = [local_port]
     api._ovs.addvalue("bridges", bridge)
     return bridge
+
+
+class _CommitOnly(impl_idl.OvsVsctlTransaction):  # type: ignore[misc]
+    """A transaction that returns once OVSDB has committed it, not after ovs-vswitchd applied it (ovs-vsctl's
+    ``--no-wait``): :meth:`OvsDataplane.attach` waits for the port's ofport itself and can work in between."""
+
+    def pre_commit(self, txn: Any) -> None:
+        txn.expected_ifaces = set()  # no next_cfg bump: nobody waits for cur_cfg
+
+    def post_commit(self, txn: Any) -> None:
+        ovs_transaction.Transaction.post_commit(self, txn)
 
 
 class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
@@ -189,6 +200,7 @@ class OvsDataplane:
             probe = self.health()
             if not probe.reachable:
                 raise DataplaneUnavailable(f"cannot connect to OVSDB at {self.endpoint}: {probe.detail}")
+            ovsjson.install()  # python-ovs without its C parser lexes every byte in Python
             try:
                 idl = ovs_connection.OvsdbIdl.from_server(self.endpoint, "Open_vSwitch", helper_tables=TABLES)
                 conn = ovs_connection.Connection(idl=idl, timeout=self.timeout)
@@ -250,7 +262,9 @@ class OvsDataplane:
             return _health_of(_first(rows[0].dpdk_initialized) if rows else None)
 
     # -- attach / detach ---------------------------------------------------------------------------------------
-    def attach(self, attachment: Attachment, timeout: float = 5.0) -> VhostUserPort:
+    def attach(
+        self, attachment: Attachment, timeout: float = 5.0, meanwhile: Callable[[], None] | None = None
+    ) -> VhostUserPort:
         with self._read() as api:
             row = idlutils.row_by_value(api.idl, "Interface", "name", attachment.port_name, None)
             owner = row.external_ids.get(ID_ATTACHMENT) if row is not None else None
@@ -266,13 +280,20 @@ class OvsDataplane:
         if attachment.mode.ovs_type == ovsvhost.TYPE_OVS_CLIENT:
             options[ovsvhost.OPTION_SERVER_PATH] = str(attachment.socket_path)
         api = self._connected_api()
+        txn = _CommitOnly(api, api.ovsdb_connection, check_error=True, log_errors=False)
+        txn.add(_AttachCommand(api, attachment, options))
         try:
-            with api.transaction(check_error=True, log_errors=False) as txn:
-                txn.add(_AttachCommand(api, attachment, options))
+            txn.commit()
         except DataplaneError:
             raise
         except Exception as exc:
             self._raise_unavailable_or(exc, f"OVSDB transaction adding {attachment.port_name} failed")
+        if meanwhile is not None:  # the caller's own work, while ovs-vswitchd applies the new row (~10 ms)
+            try:
+                meanwhile()
+            except BaseException:
+                self.detach(attachment.port_name)
+                raise
         return self._wait_ofport(attachment.port_name, attachment.bridge, timeout)
 
     def attach_netdev(self, port: NetdevPort, timeout: float = 5.0) -> VhostUserPort:
@@ -322,7 +343,7 @@ class OvsDataplane:
                         " 'ovs-netdev' tap? see ovs-vswitchd's log)"
                     )
                 raise DataplaneError(f"ovs-vswitchd could not add port {name}: {reason}")
-            time.sleep(0.002)
+            time.sleep(0.001)
 
     def _bridge_has_datapath(self, port_name: str) -> bool:
         """False when the port's bridge never got an OpenFlow port (vswitchd could not open its datapath)."""

@@ -125,3 +125,25 @@ def test_dead_ovs_is_unavailable(unique: str) -> None:
     assert not h.reachable and not h.ok and "cannot connect" in h.detail
     with pytest.raises(DataplaneUnavailable, match="cannot connect to OVSDB"):
         d.attach(_att(unique, Path("/tmp")))
+
+
+def test_meanwhile_runs_after_the_commit_and_its_failure_removes_the_port(
+    dp: OvsDataplane, private_ovs: PrivateOvs, short_dir: Path, unique: str
+) -> None:
+    att = _att(unique, short_dir)
+    seen: list[int] = []
+
+    def count_rows() -> None:  # the caller's work runs while ovs-vswitchd applies the committed row
+        seen.append(len(ovsdb_rpc.select(private_ovs.endpoint, "Interface", [["name", "==", att.port_name]])))
+
+    port = dp.attach(att, meanwhile=count_rows)
+    assert seen == [1] and port.ofport and port.ofport > 0
+    assert dp.detach(att.port_name)
+
+    def fail() -> None:
+        raise RuntimeError("IPAM said no")
+
+    with pytest.raises(RuntimeError, match="IPAM said no"):
+        dp.attach(att, meanwhile=fail)
+    assert ovsdb_rpc.select(private_ovs.endpoint, "Interface", [["name", "==", att.port_name]]) == []
+    assert dp.get_port(att.port_name) is None

@@ -47,10 +47,10 @@ class FailingDataplane(NoopDataplane):
         super().__init__()
         self.fail_at = ""
 
-    def attach(self, attachment: Attachment, timeout: float = 5.0) -> Any:
+    def attach(self, attachment: Attachment, timeout: float = 5.0, meanwhile: Any = None) -> Any:
         if self.fail_at == "attach":
             raise DataplaneError("told to fail at attach")
-        return super().attach(attachment, timeout)
+        return super().attach(attachment, timeout, meanwhile)
 
     def place_client_socket(self, attachment: Attachment, own: fsutil.Ownership, wait: float) -> None:
         if self.fail_at == "socket":

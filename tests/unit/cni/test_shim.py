@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from vhostplug.cni import shim, wire
 from vhostplug.cni.install import install_shim, shim_source
 
-STDLIB_OK = {"__future__", "json", "os", "socket", "_socket", "sys", "time", "errno", "select", "struct", "typing"}
+STDLIB_OK = {"__future__", "json", "os", "posix", "socket", "_socket", "sys", "time", "errno", "select", "struct", "typing"}
 
 
 def test_shim_imports_only_the_standard_library() -> None:
