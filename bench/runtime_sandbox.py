@@ -7,6 +7,13 @@ netns removal) are timed from the CRI client. The two networks alternate in bloc
 loads one conflist at a time; it is switched by rename and waited for), so drift on the shared machine hits both.
 Writes bench/results/runtime_sandbox.json and prints a table. Needs root; starts and stops its own private
 OVS-DPDK (PMD on core 1), vhostplug agent and containerd. Target: vhostplug start p50 <= 1.2x ptp's.
+
+The PMD trap of a 2-core machine: OVS's PMD thread busy-polls core 1 only while some port has an rx queue; with no
+vhost-user port it sleeps. Left alone, the ptp arm (no ports) would run containerd, runc and the pause container on
+both cores, and the vhostplug arm on one (its own pod's port wakes the PMD) — a difference of the test box, not of
+the plugins: on a node serving pods the PMD cores are polling all the time (and isolated). So a resident vhost-user
+port (another pod's, made through the same backend) keeps the PMD polling core 1 in both arms alike. BENCH_RESIDENT=0
+measures without it (reported as such, never as the target's figure).
 """
 
 from __future__ import annotations
@@ -23,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.lab.ovs import PrivateOvs
+from vhostplug.model import Attachment
 from vhostplug_testsupport.containerd import Containerd
-from vhostplug_testsupport.containerd_node import AgentNode, install_cni, ptp_conflist, vhostplug_conflist
+from vhostplug_testsupport.containerd_node import BRIDGE, AgentNode, install_cni, ptp_conflist, vhostplug_conflist
 
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "40"))
 BLOCK = 10
 WARMUP = 3
+RESIDENT = os.environ.get("BENCH_RESIDENT", "1") != "0"
 OUT = Path(__file__).resolve().parent / "results" / "runtime_sandbox.json"
 
 
@@ -78,6 +87,9 @@ def main() -> int:
         ctrd.prepare(install_cni)
         ctrd.start()
         ctrd.import_pause_image()
+        resident = Attachment("bench-resident", "eth0", "vhresident0", node.dir, "resident.sock", bridge=BRIDGE)
+        if RESIDENT:  # another pod's port: OVS's PMD polls core 1 in both arms, as on a node that serves pods
+            node.dataplane.attach(resident)
         confs["vhostplug"] = vhostplug_conflist(node, ctrd.ipam_dir, "bench-vhostplug")
         confs["ptp"] = ptp_conflist(ctrd.ipam_dir, "bench-ptp")
         for conf in confs.values():
@@ -98,6 +110,7 @@ def main() -> int:
                     times[name]["remove"].append(remove_ms)
             done += n
         agent_after = node.cni_seconds()
+        node.dataplane.detach(resident.port_name)
         left = ctrd.leftovers() + node.leftovers()
         if left:
             raise RuntimeError(f"benchmark left things behind: {left}")
@@ -110,6 +123,14 @@ def main() -> int:
         "samples": SAMPLES,
         "block": BLOCK,
         "machine": {"cpus": os.cpu_count(), "ovs_pmd_core": 1, "containerd": "1.6.20~ds1 (Debian)"},
+        "resident_port": RESIDENT,
+        "cpu_layout": (
+            "OVS PMD busy-polls core 1 in both arms (a resident vhost-user port); containerd, runc, the plugins, the "
+            "agent and ovs-vswitchd's main thread share what is left"
+            if RESIDENT
+            else "no resident port: OVS's PMD sleeps during the ptp arm (2 cores for containerd) and polls core 1 "
+            "during the vhostplug arm (1 core)"
+        ),
         "containerd_forced_cleanup": forced,
     }
     for name, t in times.items():
@@ -125,7 +146,7 @@ def main() -> int:
         v["stop_remove_pod_sandbox_ms"]["p50"] / p["stop_remove_pod_sandbox_ms"]["p50"], 2
     )
     results["target_run_ratio"] = 1.2
-    results["target_met"] = results["ratio_run_p50"] <= 1.2
+    results["target_met"] = RESIDENT and results["ratio_run_p50"] <= 1.2
     for name in ("vhostplug", "ptp"):
         r = results[name]
         print(
@@ -142,9 +163,10 @@ def main() -> int:
         f"{'met' if results['target_met'] else 'NOT met'}), run p99 {results['ratio_run_p99']}x, "
         f"stop+remove p50 {results['ratio_stop_remove_p50']}x"
     )
+    out = OUT if RESIDENT else OUT.with_name("runtime_sandbox_no_resident.json")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {OUT}")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
     return 0
 
 

@@ -131,7 +131,6 @@ class VhostUserPort:
     mtu: int | None = None
     vlan: int | None = None
     link_state: str | None = None
-    statistics: dict[str, int] = field(default_factory=dict)
 
     @property
     def mode(self) -> Mode:

@@ -34,7 +34,10 @@ from vhostplug.protocols import DataplaneError, DataplaneUnavailable
 LOG = logging.getLogger(__name__)
 # ovsdbapp logs a traceback when vswitchd did not add an interface; we report that ourselves, with the reason
 logging.getLogger("ovsdbapp.schema.open_vswitch.impl_idl").setLevel(logging.CRITICAL)
-TABLES = ("Open_vSwitch", "Bridge", "Port", "Interface")
+TABLES = ("Open_vSwitch", "Bridge", "Port")
+#: the Interface columns the backend reads or writes; the others (statistics, mac_in_use, ifindex, link_resets, ...)
+#: change with every ovs-vswitchd status update and are not worth parsing on each CNI call
+INTERFACE_COLUMNS = ("name", "type", "options", "external_ids", "ofport", "error", "mtu_request", "status", "link_state")
 
 
 def insert_bridge(api: Any, txn: Any, name: str, datapath_type: str = ovsvhost.DATAPATH_NETDEV) -> Any:
@@ -53,17 +56,6 @@ def insert_bridge(api: Any, txn: Any, name: str, datapath_type: str = ovsvhost.D
     bridge.ports = [local_port]
     api._ovs.addvalue("bridges", bridge)
     return bridge
-
-
-class _CommitOnly(impl_idl.OvsVsctlTransaction):  # type: ignore[misc]
-    """A transaction that returns once OVSDB has committed it, not after ovs-vswitchd applied it (ovs-vsctl's
-    ``--no-wait``): :meth:`OvsDataplane.attach` waits for the port's ofport itself and can work in between."""
-
-    def pre_commit(self, txn: Any) -> None:
-        txn.expected_ifaces = set()  # no next_cfg bump: nobody waits for cur_cfg
-
-    def post_commit(self, txn: Any) -> None:
-        ovs_transaction.Transaction.post_commit(self, txn)
 
 
 class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
@@ -90,7 +82,6 @@ class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
                 f"this node's policy wants datapath_type={att.datapath_type} for vhost-user ports"
             )
         iface = txn.insert(tables["Interface"])
-        txn.expected_ifaces.add(iface.uuid)
         iface.name = att.port_name
         iface.type = att.mode.ovs_type
         iface.options = self.options
@@ -202,7 +193,11 @@ class OvsDataplane:
                 raise DataplaneUnavailable(f"cannot connect to OVSDB at {self.endpoint}: {probe.detail}")
             ovsjson.install()  # python-ovs without its C parser lexes every byte in Python
             try:
-                idl = ovs_connection.OvsdbIdl.from_server(self.endpoint, "Open_vSwitch", helper_tables=TABLES)
+                helper = idlutils.get_schema_helper(self.endpoint, "Open_vSwitch")
+                for table in TABLES:
+                    helper.register_table(table)
+                helper.register_columns("Interface", list(INTERFACE_COLUMNS))
+                idl = ovs_connection.OvsdbIdl(self.endpoint, helper)
                 conn = ovs_connection.Connection(idl=idl, timeout=self.timeout)
                 # ovsdbapp keeps the connection on the *class*: a class of our own per instance, or a second
                 # dataplane (another OVS, or after close()) would silently talk through the first connection
@@ -280,7 +275,9 @@ class OvsDataplane:
         if attachment.mode.ovs_type == ovsvhost.TYPE_OVS_CLIENT:
             options[ovsvhost.OPTION_SERVER_PATH] = str(attachment.socket_path)
         api = self._connected_api()
-        txn = _CommitOnly(api, api.ovsdb_connection, check_error=True, log_errors=False)
+        # a plain transaction, not ovs-vsctl's wait for ovs-vswitchd to apply it (next_cfg): the ofport wait below
+        # is that wait, and the caller's `meanwhile` runs in between
+        txn = ovs_transaction.Transaction(api, api.ovsdb_connection, self.timeout, check_error=True, log_errors=False)
         txn.add(_AttachCommand(api, attachment, options))
         try:
             txn.commit()
@@ -465,7 +462,6 @@ class OvsDataplane:
             mtu=mtu,
             vlan=_first(port.tag) if port is not None else None,
             link_state=_first(row.link_state),
-            statistics={k: int(v) for k, v in dict(row.statistics).items()},
         )
 
     def vhost_sock_dir_unlocked(self, api: Any) -> str:

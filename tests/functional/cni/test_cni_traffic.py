@@ -13,6 +13,7 @@ from tests.functional.cni.conftest import AgentProc
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.testpmd import Testpmd
+from vhostplug.lab.vms import interface_stats
 from vhostplug.model import port_name_for
 
 
@@ -59,8 +60,8 @@ def test_two_pods_pass_packets_through_ovs(agent: AgentProc, unique: str) -> Non
         # OVS writes interface statistics to OVSDB every 5 s (stats-update-interval), and only for connected
         # vhost-user ports: poll while both apps still hold their sockets
         def counted() -> bool:
-            ovs_a = agent.dataplane.get_port(port_a).statistics  # type: ignore[union-attr]
-            ovs_b = agent.dataplane.get_port(port_b).statistics  # type: ignore[union-attr]
+            stats = interface_stats(agent.dataplane.endpoint, (port_a, port_b))
+            ovs_a, ovs_b = stats[port_a], stats[port_b]
             return ovs_a.get("rx_packets", 0) > 0 and ovs_b.get("tx_packets", 0) > 0
 
         _wait(counted, 15, "OVS interface counters of both ports")

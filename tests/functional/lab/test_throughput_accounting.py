@@ -14,6 +14,7 @@ from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.rate import port_counters, start_flow, stop_flow
 from vhostplug.lab.testpmd import Testpmd
+from vhostplug.lab.vms import interface_stats
 from vhostplug.model import Attachment, Mode
 
 #: OVS's own drop counters of a vhost-user port (custom statistics, published in both modes)
@@ -29,8 +30,8 @@ def _accounted(dp: OvsDataplane, a: str, b: str, sent: int, received: int, timeo
     give up and return the last reading, for the assertion to show)."""
     deadline = time.monotonic() + timeout
     while True:
-        sa = dict(dp.get_port(a).statistics)  # type: ignore[union-attr]
-        sb = dict(dp.get_port(b).statistics)  # type: ignore[union-attr]
+        stats = interface_stats(dp.endpoint, (a, b))
+        sa, sb = stats[a], stats[b]
         if sent == received + _drops(sa) + _drops(sb) or time.monotonic() > deadline:
             return {"a": sa, "b": sb}
         time.sleep(0.5)
