@@ -97,7 +97,7 @@ def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     for p in report["pods"]:
         assert p["rx_packets"] > 0 and p["tx_packets"] > 0 and p["rx_pps"] > 0, p
         assert p["vdevs"] == [
-            f"net_virtio_user0,path=/var/run/vhostplug/{_device(report, p['name'])}/vhu.sock,server=1"
+            f"net_virtio_user0,path=/var/run/vhostplug/{_device(report, p['name'])}/vhu.sock,server=1,packed_vq=1"
         ]
     # the rate is measured txonly → rxonly, one direction after the other, and the report says the core layout
     flows = report["traffic"]["flows"]

@@ -4,7 +4,7 @@ Importable without the rest of vhostplug (DPDK images vendor this folder)::
 
     from vhostplug.podinfo import Places, find, dpdk_args
     ifaces = find(Places()).interfaces
-    eal = dpdk_args(ifaces)          # ["--vdev", "net_virtio_user0,path=...,server=1", ...]
+    eal = dpdk_args(ifaces)          # ["--vdev", "net_virtio_user0,path=...,server=1,packed_vq=1", ...]
 """
 
 from vhostplug.podinfo.dpdk import dpdk_args, dpdk_vdevs, not_ready

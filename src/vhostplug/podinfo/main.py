@@ -27,6 +27,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="print a JSON array of {name,type,mode,path,mac} (default)")
     out.add_argument("--dpdk-args", action="store_true", help="print one '--vdev ...' DPDK EAL argument per line")
     p.add_argument(
+        "--split-rings",
+        action="store_true",
+        help="with --dpdk-args: leave out packed_vq=1 (virtio_user then uses split virtqueues, as DPDK does by default)",
+    )
+    p.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  - {line}", file=sys.stderr)
         return 1
     if args.dpdk_args:
-        vdevs, notes = dpdk_vdevs(found.interfaces)
+        vdevs, notes = dpdk_vdevs(found.interfaces, args.split_rings)
         for note in notes:
             print(f"podinfo: note: {note}", file=sys.stderr)
         if not vdevs:

@@ -4,6 +4,7 @@ dropped by OVS on the way. A broken ring, a lost queue or a silently dropping po
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -37,9 +38,19 @@ def _accounted(dp: OvsDataplane, a: str, b: str, sent: int, received: int, timeo
         time.sleep(0.5)
 
 
+def _packed_negotiated(ovs: PrivateOvs, socket_path: str) -> bool:
+    """VIRTIO_F_RING_PACKED in the features ovs-vswitchd's vhost library last negotiated on ``socket_path``."""
+    found = re.findall(
+        rf"\({re.escape(socket_path)}\) negotiated Virtio features: (0x[0-9a-f]+)", ovs.vswitchd_log.read_text()
+    )
+    assert found, f"ovs-vswitchd logged no feature negotiation for {socket_path}"
+    return bool(int(found[-1], 16) >> 34 & 1)
+
+
+@pytest.mark.parametrize("rings", ["", ",packed_vq=1"], ids=["split-rings", "packed-rings"])
 @pytest.mark.parametrize("mode", [Mode.SERVER, Mode.CLIENT], ids=["server-dpdkvhostuserclient", "client-dpdkvhostuser"])
 def test_every_packet_sent_is_received_or_counted_dropped(
-    private_ovs: PrivateOvs, short_dir: Path, unique: str, mode: Mode
+    private_ovs: PrivateOvs, short_dir: Path, unique: str, mode: Mode, rings: str
 ) -> None:
     dp = OvsDataplane(private_ovs.endpoint, ovs_rundir=private_ovs.run_dir)
     bridge = f"brt{unique}"
@@ -55,12 +66,16 @@ def test_every_packet_sent_is_received_or_counted_dropped(
             port = dp.attach(att)
             assert port.ovs_type == ("dpdkvhostuserclient" if mode is Mode.SERVER else "dpdkvhostuser")
             server = ",server=1" if mode is Mode.SERVER else ""
-            apps[who] = Testpmd([f"net_virtio_user0,path={port.socket_path}{server}"], file_prefix=f"tt{who}{unique}")
+            vdev = f"net_virtio_user0,path={port.socket_path}{server}{rings}"  # packed: what podinfo prints
+            apps[who] = Testpmd([vdev], file_prefix=f"tt{who}{unique}")
             apps[who].start(timeout=60)
         for app in apps.values():
             app.wait_link_up(0, timeout=45)
         a, b = apps["a"], apps["b"]
         assert port_counters(a) == (0, 0) and port_counters(b) == (0, 0)
+        for who in apps:  # the ring layout asked for is the one OVS negotiated (virtio feature bit 34)
+            path = dp.get_port(atts[who].port_name).socket_path  # type: ignore[union-attr]
+            assert _packed_negotiated(private_ovs, path) is bool(rings)
         start_flow(a, b, 64)
         time.sleep(3)
         stop_flow(a, b)

@@ -75,7 +75,7 @@ def test_annotations_fixture_json_and_dpdk_args(root: Path, capsys: pytest.Captu
     rc, out, _ = run(capsys, "--root", str(root), "--dpdk-args", "--interface", "net1", "--interface", "net3")
     assert rc == 0
     assert out == (
-        "--vdev net_virtio_user0,path=/var/run/vhostplug/dev-07/vhu.sock,server=1\n"
+        "--vdev net_virtio_user0,path=/var/run/vhostplug/dev-07/vhu.sock,server=1,packed_vq=1\n"
         "--vdev virtio_user1,path=/dev/vhost-vdpa-1\n"
     )
 
@@ -89,11 +89,16 @@ def test_dpdk_args_exact_client_and_server() -> None:
     ]
     assert dpdk_args(ifaces) == [
         "--vdev",
-        "net_virtio_user0,path=/run/a/vhu.sock,server=1",
+        "net_virtio_user0,path=/run/a/vhu.sock,server=1,packed_vq=1",
         "--vdev",
-        "net_virtio_user1,path=/var/run/vhostuser/vhu9c9cc8f5-88",
+        "net_virtio_user1,path=/var/run/vhostuser/vhu9c9cc8f5-88,packed_vq=1",
         "--vdev",
         "virtio_user2,path=/dev/vhost-vdpa-2",
+    ]
+    # split rings on request (a switch without packed rings negotiates them anyway)
+    assert dpdk_args(ifaces[:2], split_rings=True)[1::2] == [
+        "net_virtio_user0,path=/run/a/vhu.sock,server=1",
+        "net_virtio_user1,path=/var/run/vhostuser/vhu9c9cc8f5-88",
     ]
 
 
@@ -104,7 +109,7 @@ def test_network_status_given_directly(tmp_path: Path, capsys: pytest.CaptureFix
     ]
     f = write(tmp_path / "ns.json", json.dumps(status))
     rc, out, _ = run(capsys, "--root", str(tmp_path / "empty"), "--network-status", str(f), "--dpdk-args")
-    assert (rc, out) == (0, "--vdev net_virtio_user0,path=/s/vhu1\n")
+    assert (rc, out) == (0, "--vdev net_virtio_user0,path=/s/vhu1,packed_vq=1\n")
     rc, out, _ = run(capsys, "--root", str(tmp_path / "empty"), "--network-status", json.dumps(status))
     assert rc == 0 and json.loads(out)[0]["name"] == "net1"
 
@@ -129,7 +134,7 @@ def test_own_device_folders_need_no_container_id(root: Path, capsys: pytest.Capt
     write(dev / f"{CID}-net1", json.dumps({"vhostname": "vhu.sock", "vhostmac": "02:03", "mode": "server"}))
     write(dev / "README", "not json")
     rc, out, err = run(capsys, "--root", str(root), "--dpdk-args")
-    assert (rc, out) == (0, "--vdev net_virtio_user0,path=/var/run/vhostplug/dev-03/vhu.sock,server=1\n")
+    assert (rc, out) == (0, "--vdev net_virtio_user0,path=/var/run/vhostplug/dev-03/vhu.sock,server=1,packed_vq=1\n")
     assert "warning" not in err
 
 
@@ -221,7 +226,7 @@ def test_wait_for_client_socket_appearing(sock_dir: Path, capsys: pytest.Capture
                            "--socket-dir", str(sock_dir / "none"))  # fmt: skip
         assert rc == 0, err
         assert 0.25 <= time.monotonic() - t0 < 5
-        assert out == f"--vdev net_virtio_user0,path={path}\n"
+        assert out == f"--vdev net_virtio_user0,path={path},packed_vq=1\n"
     finally:
         t.join()
         server.close()
@@ -243,7 +248,7 @@ def test_vhostplug_podinfo_command_runs_it(root: Path) -> None:
         [str(exe), "podinfo", "--root", str(root), "--network-status", status, "--dpdk-args"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert (proc.returncode, proc.stdout) == (0, "--vdev net_virtio_user0,path=/a/b.sock,server=1\n"), proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "--vdev net_virtio_user0,path=/a/b.sock,server=1,packed_vq=1\n"), proc.stderr
     bad = subprocess.run([str(exe), "podinfo", "--no-such"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     mod = subprocess.run(
