@@ -227,14 +227,21 @@ class CniHandler:
         # a socket left by an earlier user of this folder would make the app's bind fail
         self._unlink_socket(plan.folder, att.socket_name)
         ipam_result: dict[str, Any] = {}
+        if conf.ipam:  # started now, its result collected below: the plugin starts up while the port is made
+            ipam_env = self._ipam_env(env, att.container_id, att.ifname)
+            running = ipam.Running("ADD", raw, ipam_env, env.path)
+
+            def release() -> None:
+                running.reap()
+                ipam.delegate("DEL", raw, ipam_env, env.path)
+
+            undo.append(release)
 
         def meanwhile() -> None:
-            """What does not need the port, done while the switch applies it: IPAM (an exec) and the files."""
+            """What does not need the port, done while the switch applies it: IPAM's result and the files."""
             nonlocal ipam_result
             if conf.ipam:
-                ipam_env = self._ipam_env(env, att.container_id, att.ifname)
-                ipam_result = ipam.delegate("ADD", raw, ipam_env, env.path)
-                undo.append(lambda: ipam.delegate("DEL", raw, ipam_env, env.path))
+                ipam_result = running.result()
             app_conf = {"vhostname": att.socket_name, "vhostmac": att.mac, "mode": att.mode.value}
             fsutil.write_json_in(plan.folder, plan.config_file_name, app_conf, mode=0o644, own=own)
             undo.append(lambda: fsutil.unlink_in(plan.folder, plan.config_file_name))
