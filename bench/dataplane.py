@@ -146,7 +146,9 @@ def testpmds(ctx: DemoContext, vdevs: dict[str, list[str]], tag: str, **kw: Any)
                 wrap=pod.nsenter(),
                 lcores=APP_LCORES,
                 ring=RING,
-                mbufs=max(4 * RING, 8192),
+                # every rx and tx descriptor of each port may hold an mbuf (virtio's packed-ring tx path frees them
+                # late), plus the lcores' mempool caches: fewer, and a two-port app stalls once the pool is empty
+                mbufs=max(4 * RING, 2 * len(devs) * RING + 4096),
                 memory_mb=app_memory_mb(RING),
                 **kw,
             )
@@ -404,16 +406,14 @@ def main() -> int:
             host_b = Path(ctx.calls[names[1]].result["interfaces"][0]["socketPath"])
             ph.doing("vhost-user: one testpmd in pod A owning both pods' sockets")
             flush_fdb(ovs, bridge)
-            # split rings here: with packed rings and single packets in flight, testpmd's macswap loop stopped after
-            # the seed (DPDK 22.11, both ends in one process); the throughput runs use podinfo's packed rings
-            vdev_b = f"net_virtio_user1,path={host_b},server=1,queue_size={RING}"  # B's socket, host path
+            vdev_b = f"net_virtio_user1,path={host_b},server=1{PACKED},queue_size={RING}"  # B's socket, host path
             from vhostplug.model import port_name_for
 
             vhost_ports = [port_name_for(ctx.calls[n].container_id, IFNAME) for n in names]
             lat["vhost-user"] = latency(
                 ctx,
                 a,
-                [with_ring(vhost[a].replace(PACKED, ""), RING), vdev_b],
+                [with_ring(vhost[a], RING), vdev_b],
                 "l1",
                 lambda: wait_rxqs_enabled(ovs, vhost_ports),
             )
