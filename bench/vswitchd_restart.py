@@ -43,8 +43,10 @@ from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
 PORTS = int(os.environ.get("RESTART_PORTS", "4"))
 ROUNDS = int(os.environ.get("RESTART_ROUNDS", "3"))
 HUGEPAGES = os.environ.get("BENCH_HUGEPAGES", "1") != "0"
-OUT = Path(__file__).resolve().parent / "results" / (
-    "vswitchd_restart.json" if HUGEPAGES else "vswitchd_restart_no_hugepages.json"
+OUT = (
+    Path(__file__).resolve().parent
+    / "results"
+    / ("vswitchd_restart.json" if HUGEPAGES else "vswitchd_restart_no_hugepages.json")
 )
 
 
@@ -77,29 +79,17 @@ def wait_all_up(ovs: PrivateOvs, names: list[str], timeout: float = 60.0) -> tup
             return timeout, sorted(n for n in names if not states.get(n))
 
 
-def wait_apps_up(apps: list[Testpmd], t0: float, timeout: float = 30.0) -> tuple[float | None, list[int]]:
-    """Seconds from ``t0`` until every app reports its port up (polled as fast as testpmd answers), and the apps
-    whose port is still down when ``timeout`` ran out (then the seconds are None)."""
+def wait_links(apps: list[Testpmd], up: bool, t0: float, timeout: float) -> tuple[float | None, list[int]]:
+    """Seconds from ``t0`` until every app reports its port ``up`` (or down), polled as fast as testpmd answers, and
+    the apps not so when ``timeout`` ran out (then the seconds are None)."""
     pending = set(range(len(apps)))
-    while pending:
-        pending = {i for i in pending if not apps[i].link_up(0)}
+    while True:
+        pending = {i for i in pending if apps[i].link_up(0) is not up}
         if not pending:
-            break
+            return time.monotonic() - t0, []
         if time.monotonic() - t0 > timeout:
             return None, sorted(pending)
         time.sleep(0.005)
-    return time.monotonic() - t0, []
-
-
-def wait_apps_down(apps: list[Testpmd], timeout: float = 5.0) -> bool:
-    """True once every app reports its port down (its vhost-user peer went away), False if one never did."""
-    deadline = time.monotonic() + timeout
-    pending = set(range(len(apps)))
-    while pending and time.monotonic() < deadline:
-        pending = {i for i in pending if apps[i].link_up(0)}
-        if pending:
-            time.sleep(0.005)
-    return not pending
 
 
 def traffic_passes(apps: list[Testpmd]) -> list[dict[str, Any]]:
@@ -141,7 +131,7 @@ def main() -> int:
             vdev = f"net_virtio_user0,path={sock},server=1,queue_size=256"
             apps.append(Testpmd([vdev], file_prefix=f"vsr{os.getpid()}x{i}", ring=256).start(timeout=60))
         first, down = wait_all_up(ovs, names)
-        if down or wait_apps_up(apps, time.monotonic())[1]:
+        if down or wait_links(apps, True, time.monotonic(), 30.0)[1]:
             raise RuntimeError(f"ports never connected before the restarts: {down}")
         app_pids = [a.pid for a in apps]
         inodes = {s: os.stat(s).st_ino for s in sockets}
@@ -149,10 +139,10 @@ def main() -> int:
         for _ in range(ROUNDS):
             t_kill = time.monotonic()
             ovs.kill_vswitchd(signal.SIGTERM)
-            saw_down = wait_apps_down(apps)  # each app noticed (else "up" below would prove nothing)
+            saw_down = not wait_links(apps, False, time.monotonic(), 5.0)[1]  # else "up" below would prove nothing
             ovs.restart_vswitchd()  # (already gone) start it and wait for dpdk_initialized
             t_ready = time.monotonic()
-            apps_up, apps_down = wait_apps_up(apps, t_kill)
+            apps_up, apps_down = wait_links(apps, True, t_kill, 30.0)
             t_apps = time.monotonic()
             ovsdb_wait, ovsdb_down = wait_all_up(ovs, names, timeout=10.0)
             flows = traffic_passes(apps) if not apps_down else []

@@ -42,25 +42,22 @@ class StdlibParser:
         self._size += len(s)
         if self.check_trailer:
             return len(s)
-        if not (s.rstrip().endswith("}") or _BOUNDARY.search(s) or (before and s.lstrip().startswith("{"))):
-            if self._size > MAX_MESSAGE:
-                self._fail(f"no complete JSON message in {self._size} bytes")
+        if s.rstrip().endswith("}") or _BOUNDARY.search(s):  # a message may end here: try to decode
+            text = "".join(self._held)
+            self._held = [text]
+            try:
+                self._value, end = _decoder.raw_decode(text, len(text) - len(text.lstrip()))
+            except json.JSONDecodeError:
+                pass  # not complete yet
+            except RecursionError:
+                self._fail("JSON nested too deeply")
                 return len(s)
-            return len(s)
-        text = "".join(self._held)
-        self._held = [text]
-        start = len(text) - len(text.lstrip())
-        try:
-            self._value, end = _decoder.raw_decode(text, start)
-        except json.JSONDecodeError:
-            if self._size > MAX_MESSAGE:
-                self._fail(f"no complete JSON message in {self._size} bytes")
-            return len(s)  # not complete yet
-        except RecursionError:
-            self._fail("JSON nested too deeply")
-            return len(s)
-        self.done = True
-        return end - before
+            else:
+                self.done = True
+                return end - before
+        if self._size > MAX_MESSAGE:
+            self._fail(f"no complete JSON message in {self._size} bytes")
+        return len(s)
 
     def _fail(self, why: str) -> None:
         self._error, self.done = why, True
