@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from vhostplug import fsutil, ovsvhost, validation
 from vhostplug.cni import policy
 from vhostplug.cni.policy import NodePolicy
+from vhostplug.dra.config import DraConfig
 from vhostplug.validation import DEFAULT_CONTAINER_ROOT, DEFAULT_DEVINFO_DIR
 
 
@@ -83,6 +84,8 @@ class AgentConfig(_Strict):
     relocate_seconds: float = Field(1.0, alias="relocateSeconds", gt=0, le=60)
     #: the agent's own records of what each ADD made (read by DEL and GC); root-only
     state_dir: Path = Field(Path("/var/lib/vhostplug/attachments"), alias="stateDir")
+    #: the DRA kubelet plugin (off by default; see vhostplug.dra.config and docs/dra.md)
+    dra: DraConfig = Field(default_factory=DraConfig)
 
     @field_validator("socket_roots")
     @classmethod
