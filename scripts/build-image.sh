@@ -54,7 +54,7 @@ echo "image: Debian bookworm root filesystem (mmdebstrap)"
 # docs, man pages, locales, glibc's iconv modules and caches are never read by the agent or the webhook
 CHROOT='chroot "$1" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin'
 # every native extension the agent and the webhook load must find its libraries (grpcio needs libstdc++)
-SMOKE='import grpc, lxml.etree, pydantic_core, yaml, aiohttp, multidict, ovs, pyroute2, vhostplug.agent.main, vhostplug.kubevirt.webhook, vhostplug.deviceplugin.server, vhostplug.cli'
+SMOKE='import grpc, lxml.etree, pydantic_core, yaml, aiohttp, multidict, ovs, pyroute2, vhostplug.agent.main, vhostplug.webhook.server, vhostplug.deviceplugin.server, vhostplug.cli'
 
 mmdebstrap --quiet --variant=essential --include=python3,python3-venv,libstdc++6 \
   --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr --dpkgopt=force-unsafe-io \

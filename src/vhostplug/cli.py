@@ -16,10 +16,11 @@ app.add_typer(lab_app, name="lab")
 from vhostplug.agent import cli as _agent_cli  # noqa: E402
 from vhostplug.audit import cli as _audit_cli  # noqa: E402
 from vhostplug.kubevirt import cli as _kubevirt_cli  # noqa: E402
+from vhostplug.webhook import cli as _webhook_cli  # noqa: E402
 
 app.command("agent")(_agent_cli.agent)
 app.command("kubevirt-sidecar")(_kubevirt_cli.kubevirt_sidecar)
-app.command("webhook")(_kubevirt_cli.webhook)
+app.command("webhook")(_webhook_cli.webhook)
 app.command("audit")(_audit_cli.audit)
 app.command("migrate-mode")(_audit_cli.migrate_mode)
 

@@ -27,7 +27,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from vhostplug.kubevirt.webhook import ResolveError, WebhookConfig, answer, make_app
+from vhostplug.webhook.config import WebhookConfig
+from vhostplug.webhook.resolver import ResolveError
+from vhostplug.webhook.review import answer
+from vhostplug.webhook.server import make_app
 from vhostplug_testsupport import fuzz
 from vhostplug_testsupport.webhook import review_body, running_api, start_webhook
 

@@ -7,8 +7,8 @@ from typing import Any
 import yaml
 
 from tests.conftest import REPO
-from vhostplug.kubevirt import webhook
 from vhostplug.kubevirt.domain import DEFAULT_BINDING_NAME
+from vhostplug.webhook import resolver as webhook
 
 DEPLOY = REPO / "deploy" / "kubevirt"
 

@@ -1,0 +1,66 @@
+"""Pods, NADs and JSONPatch application for the webhook tests."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+from typing import Any
+
+NADS: dict[tuple[str, str], dict[str, str] | int] = {
+    ("default", "vhu-net"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
+    ("infra", "vhu-fast"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser-numa0"},
+    ("default", "sriov"): {"k8s.v1.cni.cncf.io/resourceName": "intel.com/sriov"},
+    ("default", "plain"): {},
+    ("default", "broken"): 500,
+    ("default", "vh"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
+}
+#: seconds the package's webhook gives a client for its handshake, head and body
+HEADER_TIMEOUT = 2.0
+
+
+def apply_patch(doc: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """Just enough RFC 6902 (``add``) to check what the API server would make of our answer."""
+    doc = copy.deepcopy(doc)
+    for op in ops:
+        assert op["op"] == "add", op
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        node: Any = doc
+        for p in parts[:-1]:
+            node = node[int(p)] if isinstance(node, list) else node[p]
+        last = parts[-1]
+        if isinstance(node, list):
+            node.append(op["value"]) if last == "-" else node.insert(int(last), op["value"])
+        else:
+            node[last] = op["value"]
+    return doc
+
+
+def patched(resp: dict[str, Any], pod: dict[str, Any]) -> dict[str, Any]:
+    assert resp["allowed"] is True
+    assert resp["patchType"] == "JSONPatch"
+    return apply_patch(pod, json.loads(base64.b64decode(resp["patch"])))
+
+
+def launcher_pod(networks: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "generateName": "virt-launcher-vm1-",
+            "labels": {"kubevirt.io": "virt-launcher"},
+            "annotations": {"k8s.v1.cni.cncf.io/networks": networks, "kubevirt.io/domain": "vm1"},
+        },
+        "spec": {
+            "containers": [
+                {"name": "compute", "image": "virt-launcher", "resources": {"requests": {"memory": "1Gi"}}},
+                {"name": "hook-sidecar-0", "image": "vhostplug-sidecar"},
+                {"name": "guest-console-log", "image": "virt-launcher"},
+            ]
+        },
+    }
+
+
+def net_pod(networks: str) -> dict[str, Any]:
+    return {
+        "metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": networks}},
+        "spec": {"containers": [{"name": "a"}]},
+    }
