@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from lxml import etree
@@ -44,6 +44,17 @@ class VmiInterface:
 
 
 @dataclass(frozen=True)
+class ClaimRef:
+    """A network whose device comes from a DRA ResourceClaim: ``networks[].resourceClaim`` and how the pod gets
+    that claim (``spec.resourceClaims[]``: by name, or made from a template)."""
+
+    claim_name: str
+    request_name: str
+    #: the ResourceClaim's own name when the pod names one directly; None when it is made from a template
+    resource_claim_name: str | None = None
+
+
+@dataclass(frozen=True)
 class Vmi:
     """The VMI fields the vhostuser binding reads."""
 
@@ -51,6 +62,8 @@ class Vmi:
     namespace: str = ""
     interfaces: tuple[VmiInterface, ...] = ()
     network_names: tuple[str, ...] = ()
+    #: networks whose device is a DRA claim's, by network name
+    claims: Mapping[str, ClaimRef] = field(default_factory=dict)
     multiqueue: bool = False
     transitional: bool = False
     vcpus: int = 1
@@ -65,6 +78,8 @@ class Socket:
 
     path: str
     mode: str = "server"
+    #: the interface's MTU when the device says it (DRA device metadata); None leaves it to the guest
+    mtu: int | None = None
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,7 @@ def parse_vmi(data: bytes | str | Mapping[str, Any]) -> Vmi:
     networks = tuple(
         str(n["name"]) for n in spec.get("networks") or [] if isinstance(n, Mapping) and isinstance(n.get("name"), str)
     )
+    claims = _claims(spec)
     vcpus = _pos_int(cpu.get("sockets"), "cpu.sockets")
     vcpus *= _pos_int(cpu.get("cores"), "cpu.cores")
     vcpus *= _pos_int(cpu.get("threads"), "cpu.threads")
@@ -131,10 +147,35 @@ def parse_vmi(data: bytes | str | Mapping[str, Any]) -> Vmi:
         namespace=str(meta.get("namespace", "")),
         interfaces=tuple(interfaces),
         network_names=networks,
+        claims=claims,
         multiqueue=devices.get("networkInterfaceMultiqueue") is True,
         transitional=devices.get("useVirtioTransitional") is True,
         vcpus=vcpus,
     )
+
+
+def _claims(spec: Mapping[str, Any]) -> dict[str, ClaimRef]:
+    """``networks[].resourceClaim`` entries, each with how the pod gets its claim (``spec.resourceClaims[]``)."""
+    pod_claims = {
+        c["name"]: c for c in spec.get("resourceClaims") or [] if isinstance(c, Mapping) and isinstance(c.get("name"), str)
+    }
+    claims: dict[str, ClaimRef] = {}
+    for net in spec.get("networks") or []:
+        if not isinstance(net, Mapping) or not isinstance(net.get("name"), str) or "resourceClaim" not in net:
+            continue
+        ref = net["resourceClaim"]
+        if not isinstance(ref, Mapping) or not all(
+            isinstance(ref.get(k), str) and ref[k] for k in ("claimName", "requestName")
+        ):
+            raise BindingError(
+                f"VMI network {net['name']}: resourceClaim needs claimName and requestName strings, not {ref!r}"
+            )
+        pod_claim = pod_claims.get(ref["claimName"], {})
+        direct = pod_claim.get("resourceClaimName")
+        claims[net["name"]] = ClaimRef(
+            ref["claimName"], ref["requestName"], direct if isinstance(direct, str) and direct else None
+        )
+    return claims
 
 
 def pod_interface_name(network_name: str) -> str:
@@ -279,6 +320,8 @@ def _interface_element(iface: VmiInterface, vmi: Vmi, sock: Socket, old: Any, op
         driver.set("queues", str(vmi.vcpus))
     driver.set("rx_queue_size", str(opts.queue_size))
     driver.set("tx_queue_size", str(opts.queue_size))
+    if sock.mtu is not None:
+        etree.SubElement(el, "mtu", size=str(sock.mtu))
     etree.SubElement(el, "alias", name=ALIAS_PREFIX + iface.name)
     if iface.pci_address:
         etree.SubElement(el, "address", _parse_pci(iface.pci_address))

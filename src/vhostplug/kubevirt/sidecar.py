@@ -21,6 +21,7 @@ from typing import Any
 
 import grpc
 
+from vhostplug import devicemetadata
 from vhostplug.kubevirt import domain, links
 from vhostplug.kubevirt.hooks import (
     info_pb2,
@@ -54,6 +55,7 @@ class Device:
     network: str
     path: str
     mode: str
+    mtu: int | None = None
 
 
 def read_network_info(path: Path) -> dict[str, Device]:
@@ -94,34 +96,87 @@ class Binding:
 
     network_info: Path = DEFAULT_NETWORK_INFO
     links_dir: Path = links.DEFAULT_LINKS_DIR
+    #: where kubelet puts DRA device metadata in this container (KEP-5304), and the driver whose devices we bind
+    dra_metadata_dir: Path = Path(devicemetadata.CONTAINER_ROOT)
+    dra_driver: str = devicemetadata.VHOSTPLUG_DRIVER
     options: domain.Options = field(default_factory=domain.Options)
     wait_timeout: float = 30.0
     poll_interval: float = 0.2
     made: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def _devices(self, networks: list[str]) -> dict[str, Device]:
+    def _claim_path(self, ref: domain.ClaimRef) -> Path:
+        """The claim's metadata file: a claim the pod names directly is found by its own name, one made from a
+        template by the pod's name for it (KEP-5304)."""
+        return self.dra_metadata_dir / devicemetadata.relative_path(
+            self.dra_driver,
+            ref.resource_claim_name or ref.claim_name,
+            ref.request_name,
+            from_template=ref.resource_claim_name is None,
+        )
+
+    def _claim_device(self, network: str, ref: domain.ClaimRef) -> Device | None:
+        """The network's device from its claim's DRA device metadata; None while the file is missing or empty."""
+        path = self._claim_path(ref)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise domain.BindingError(f"network {network}: cannot read DRA device metadata {path}: {exc}") from exc
+        try:
+            meta = devicemetadata.decode(text, str(path))
+            if meta is None:
+                return None
+            vu = devicemetadata.vhost_user(meta, ref.request_name, self.dra_driver, str(path))
+        except devicemetadata.MetadataError as exc:
+            raise domain.BindingError(f"network {network}: {exc}") from exc
+        return Device(network, vu.path, vu.mode, vu.mtu)
+
+    def _devices(self, networks: list[str], claims: dict[str, domain.ClaimRef]) -> dict[str, Device]:
+        """Each network's device: from DRA device metadata for a network that is a resourceClaim, else from the
+        downward API's network-info; waits (up to ``wait_timeout``) while either is not written yet."""
         deadline = time.monotonic() + self.wait_timeout
         while True:
-            devices = read_network_info(self.network_info)
+            from_info = [n for n in networks if n not in claims]
+            devices = read_network_info(self.network_info) if from_info else {}
+            for net in networks:
+                if net in claims:
+                    dev = self._claim_device(net, claims[net])
+                    if dev is not None:
+                        devices[net] = dev
             missing = [n for n in networks if n not in devices]
             if not missing:
                 return devices
             if time.monotonic() >= deadline:
-                raise domain.BindingError(
-                    f"no vhost-user device for network(s) {', '.join(missing)} in {self.network_info} after "
-                    f"{self.wait_timeout:.0f}s: check that each network's NetworkAttachmentDefinition carries "
-                    "k8s.v1.cni.cncf.io/resourceName and that the KubeVirt binding registers downwardAPI: device-info",
-                    precondition=True,
-                )
+                raise domain.BindingError(self._missing_message(missing, claims), precondition=True)
             time.sleep(self.poll_interval)
+
+    def _missing_message(self, missing: list[str], claims: dict[str, domain.ClaimRef]) -> str:
+        parts = []
+        info = [n for n in missing if n not in claims]
+        if info:
+            parts.append(
+                f"no vhost-user device for network(s) {', '.join(info)} in {self.network_info} after "
+                f"{self.wait_timeout:.0f}s: check that each network's NetworkAttachmentDefinition carries "
+                "k8s.v1.cni.cncf.io/resourceName and that the KubeVirt binding registers downwardAPI: device-info"
+            )
+        for n in missing:
+            if n in claims:
+                ref = claims[n]
+                parts.append(
+                    f"network {n}: no DRA device metadata at {self._claim_path(ref)} after "
+                    f"{self.wait_timeout:.0f}s: check that claim {ref.claim_name} request {ref.request_name} is "
+                    f"allocated a device of {self.dra_driver} and that the compute container lists the claim"
+                )
+        return "; ".join(parts)
 
     def on_define_domain(self, domain_xml: bytes, vmi_json: bytes) -> bytes:
         vmi = domain.parse_vmi(vmi_json)
         bound = vmi.bound(self.options.binding_name)
         if not bound:
             return domain.rewrite(domain_xml, vmi, {}, self.options)
-        devices = self._devices([i.name for i in bound])
+        devices = self._devices([i.name for i in bound], dict(vmi.claims))
         sockets: dict[str, domain.Socket] = {}
         with self.lock:
             for iface in bound:
@@ -140,7 +195,7 @@ class Binding:
                 except links.LinkError as exc:
                     raise domain.BindingError(f"network {iface.name}: {exc}") from exc
                 self.made.add(iface.name)
-                sockets[iface.name] = domain.Socket(stable, dev.mode)
+                sockets[iface.name] = domain.Socket(stable, dev.mode, dev.mtu)
         return domain.rewrite(domain_xml, vmi, sockets, self.options)
 
     def shutdown(self) -> list[str]:

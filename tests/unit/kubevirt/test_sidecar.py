@@ -18,6 +18,7 @@ from lxml import etree
 
 from tests.conftest import REPO
 from tests.unit.kubevirt.xmlcase import BASE_DOMAIN, validate, vhu, vmi
+from vhostplug import devicemetadata as dm
 from vhostplug.kubevirt.hooks import (
     info_pb2,
     info_pb2_grpc,
@@ -86,6 +87,8 @@ def sidecar(short_dir: Path) -> Iterator[Running]:
             str(links),
             "--wait-timeout",
             "2",
+            "--dra-metadata-dir",
+            str(short_dir / "dra"),
         ],
         env=env,
         stderr=subprocess.PIPE,
@@ -201,3 +204,111 @@ def test_read_network_info_tolerates_partial_entries(tmp_path: Path) -> None:
     f.write_text(json.dumps({"interfaces": [{"network": "a"}, {"network": "b", "deviceInfo": {"type": "pci"}}]}))
     assert read_network_info(f) == {}
     assert read_network_info(tmp_path / "missing") == {}
+
+
+def dra_vmi(claims: dict[str, tuple[str, str]], pod_claims: list[dict[str, str]], *plain: str) -> bytes:
+    """A VMI whose networks in ``claims`` are resourceClaims (KubeVirt's DRA networks), the others Multus ones."""
+    obj = json.loads(vmi(*(vhu(n) for n in [*claims, *plain])))
+    obj["spec"]["networks"] = [
+        {"name": n, "resourceClaim": {"claimName": c, "requestName": r}} for n, (c, r) in claims.items()
+    ] + [{"name": n, "multus": {"networkName": f"ns/{n}"}} for n in plain]
+    obj["spec"]["resourceClaims"] = pod_claims
+    return json.dumps(obj).encode()
+
+
+def write_metadata(root: Path, rel: str, socket_path: str, mtu: int = 9000, content: str | None = None) -> Path:
+    f = root / rel
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if content is None:
+        attrs = dm.vhost_user_attributes(socket_path, mtu)
+        content = dm.encode(
+            dm.Metadata(
+                "vms", "claim-x", "uid-1", 1, "vhu-net", {"vhu": [dm.Device(dm.VHOSTPLUG_DRIVER, "n", "d0", attrs)]}
+            )
+        )
+    f.write_text(content)
+    return f
+
+
+def test_dra_network_from_template_claim_metadata(sidecar: Running, short_dir: Path) -> None:
+    """A network that is a resourceClaim (made from a template) gets its socket and MTU from our driver's KEP-5304
+    metadata, at the path the KEP gives for the pod's claim name, beside a network-info network."""
+    dra_dev = short_dir / "dra-dev"
+    dra_dev.mkdir()
+    plain_dev = short_dir / "dev-2"
+    write_metadata(
+        short_dir / "dra",
+        f"resourceclaimtemplates/vhu-net/vhu/{dm.VHOSTPLUG_DRIVER}-metadata.json",
+        f"{dra_dev}/vhu.sock",
+    )
+    sidecar.info.write_text(network_info(plain=f"{plain_dev}/vhu.sock"))
+    the_vmi = dra_vmi(
+        {"net1": ("vhu-net", "vhu")}, [{"name": "vhu-net", "resourceClaimTemplateName": "vhu-tmpl"}], "plain"
+    )
+    out = (
+        sidecar.v3()
+        .OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=BASE_DOMAIN.encode(), vmi=the_vmi), timeout=10)
+        .domainXML
+    )
+    (el,) = etree.fromstring(out).xpath("//interface[alias/@name='ua-net1']")
+    assert el.find("source").get("path") == f"{sidecar.links}/net1/vhu.sock"
+    assert el.find("source").get("mode") == "server"
+    assert el.find("mtu").get("size") == "9000"
+    assert os.readlink(sidecar.links / "net1") == str(dra_dev)
+    (plain,) = etree.fromstring(out).xpath("//interface[alias/@name='ua-plain']")
+    assert plain.find("mtu") is None and os.readlink(sidecar.links / "plain") == str(plain_dev)
+    assert validate(out).returncode == 0, validate(out).stderr
+
+
+def test_dra_direct_claim_waits_for_deferred_metadata(sidecar: Running, short_dir: Path) -> None:
+    """A claim the pod names directly is found under resourceclaims/<its name>; an empty file (metadata a driver
+    writes later) is waited for, not an error."""
+    rel = f"resourceclaims/shared-vhu/vhu/{dm.VHOSTPLUG_DRIVER}-metadata.json"
+    f = write_metadata(short_dir / "dra", rel, "", content="")
+    dev = short_dir / "dra-dev"
+    timer = threading.Timer(0.6, lambda: write_metadata(short_dir / "dra", rel, f"{dev}/vhu.sock", mtu=1500))
+    timer.start()
+    try:
+        the_vmi = dra_vmi({"net1": ("vhu-net", "vhu")}, [{"name": "vhu-net", "resourceClaimName": "shared-vhu"}])
+        out = (
+            sidecar.v3()
+            .OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=BASE_DOMAIN.encode(), vmi=the_vmi), timeout=10)
+            .domainXML
+        )
+    finally:
+        timer.cancel()
+    assert f.stat().st_size > 0
+    (el,) = etree.fromstring(out).xpath("//interface[alias/@name='ua-net1']")
+    assert el.find("mtu").get("size") == "1500" and os.readlink(sidecar.links / "net1") == str(dev)
+
+
+@pytest.mark.parametrize(
+    ("content", "code", "words"),
+    [
+        (None, grpc.StatusCode.FAILED_PRECONDITION, "no DRA device metadata at"),
+        (
+            '{"apiVersion": "metadata.resource.k8s.io/v1alpha1", "kind": "DeviceMetadata", "requests": [{"name": "vhu", '
+            '"devices": [{"driver": "vhostuser.vhostplug.io", "name": "d", "attributes": {"vhost-user-path": '
+            '{"string": "/s/vhu.sock"}}}]}]}',
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "no mtu attribute",
+        ),
+        ("{nope", grpc.StatusCode.INVALID_ARGUMENT, "not a stream of JSON"),
+    ],
+)
+def test_dra_metadata_faults_are_grpc_statuses(
+    sidecar: Running, short_dir: Path, content: str | None, code: grpc.StatusCode, words: str
+) -> None:
+    if content is not None:
+        write_metadata(
+            short_dir / "dra",
+            f"resourceclaimtemplates/vhu-net/vhu/{dm.VHOSTPLUG_DRIVER}-metadata.json",
+            "",
+            content=content,
+        )
+    the_vmi = dra_vmi({"net1": ("vhu-net", "vhu")}, [{"name": "vhu-net", "resourceClaimTemplateName": "t"}])
+    with pytest.raises(grpc.RpcError) as err:
+        sidecar.v3().OnDefineDomain(v1alpha3_pb2.OnDefineDomainParams(domainXML=BASE_DOMAIN.encode(), vmi=the_vmi))
+    assert err.value.code() == code and words in (err.value.details() or "")
+    assert "network net1" in (err.value.details() or "")
+    assert sidecar.proc.poll() is None
