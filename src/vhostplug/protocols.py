@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 
-if TYPE_CHECKING:  # the device plugin's types; importing them here would pull grpc into every user of this module
+if TYPE_CHECKING:  # the kubelet API's generated types; importing them here would pull grpc into every user
+    import grpc
+
     from vhostplug.deviceplugin.api.deviceplugin_pb2 import ContainerAllocateResponse
-    from vhostplug.deviceplugin.server import DeviceState
 
 
 class DataplaneError(Exception):
@@ -73,6 +75,24 @@ class Dataplane(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class DeviceState:
+    """One device of a :class:`DeviceSource` as kubelet sees it: its ID, its health, its NUMA node if known."""
+
+    id: str
+    healthy: bool
+    numa: int | None = None
+
+
+class AllocateError(Exception):
+    """A :class:`DeviceSource` cannot serve Allocate; the device plugin answers a gRPC status with this code and
+    message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class DeviceSource(Protocol):
     """One kubelet resource: the pool of devices the device plugin serves under :attr:`resource_name`.
 
@@ -80,7 +100,7 @@ class DeviceSource(Protocol):
 
     - :meth:`poll` lists every device now in the pool with its health; cheap (called every health interval and after
       each rescan) and never raises (an unusable pool answers its devices unhealthy, or none).
-    - :meth:`check` raises ``deviceplugin.server.AllocateError`` (a gRPC status code and a short message) when
+    - :meth:`check` raises :class:`AllocateError` (a gRPC status code and a short message) when
       ``ids`` cannot be allocated, and changes nothing. Allocate calls it for every container of a request first.
     - :meth:`allocate` prepares ``ids`` (already checked) and answers what the container gets: mounts, devices,
       env vars, device-info files. It may still raise ``AllocateError`` for a race it could not check beforehand.

@@ -21,24 +21,8 @@ from typing import Any
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from vhostplug import validation
-from vhostplug.deviceplugin.configbase import PCI_RE, SectionModel, check_resource_name
+from vhostplug.deviceplugin.configbase import SectionModel
 from vhostplug.deviceplugin.kinds import KINDS
-from vhostplug.deviceplugin.socketroot import SocketRootConfig
-from vhostplug.deviceplugin.vdpa import VdpaConfig, VdpaPool, VdpaSelectors
-from vhostplug.deviceplugin.vhostuser import VhostUserConfig
-
-__all__ = [
-    "PCI_RE",
-    "ConfigError",
-    "DevicePluginConfig",
-    "SocketRootConfig",
-    "VdpaConfig",
-    "VdpaPool",
-    "VdpaSelectors",
-    "VhostUserConfig",
-    "check_resource_name",
-    "load_config",
-]
 
 
 class ConfigError(ValueError):

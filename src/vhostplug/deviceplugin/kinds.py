@@ -10,28 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from vhostplug.deviceplugin import socketroot, vdpa, vhostuser
 from vhostplug.deviceplugin.configbase import SectionModel
+from vhostplug.deviceplugin.types import NodeContext
 from vhostplug.protocols import DeviceKind
 
-if TYPE_CHECKING:
-    from vhostplug.deviceplugin.config import DevicePluginConfig
-
 S = TypeVar("S", bound=SectionModel)
-
-
-@dataclass(frozen=True)
-class NodeContext:
-    """What every kind may need of the node: the config and the agent's folders and dataplane probe."""
-
-    config: DevicePluginConfig
-    socket_root: Path
-    devinfo_dir: Path
-    container_root: str
-    health_probe: Callable[[], tuple[bool, str]]
 
 
 @dataclass(frozen=True)

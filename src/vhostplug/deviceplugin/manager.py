@@ -16,9 +16,9 @@ from pathlib import Path
 
 from vhostplug import deviceinfo
 from vhostplug.deviceplugin.config import DevicePluginConfig
-from vhostplug.deviceplugin.kinds import KINDS, NodeContext
+from vhostplug.deviceplugin.kinds import KINDS
 from vhostplug.deviceplugin.server import ResourceServer
-from vhostplug.deviceplugin.vhostuser import HealthProbe
+from vhostplug.deviceplugin.types import HealthProbe, NodeContext
 from vhostplug.protocols import DeviceKind, DeviceSource
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class DevicePluginManager:
         self.socket_root = Path(socket_root)
         self.device_plugin_dir = Path(device_plugin_dir)
         self.devinfo_dir = Path(devinfo_dir)
-        node = NodeContext(config, self.socket_root, self.devinfo_dir, container_root, health_probe)
+        node = NodeContext(self.socket_root, self.devinfo_dir, container_root, health_probe)
         self.kinds: dict[str, DeviceKind] = {
             name: kind.build(node, config.section(name)) for name, kind in KINDS.items()
         }

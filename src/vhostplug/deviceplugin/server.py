@@ -20,7 +20,6 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent import futures
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,6 +27,8 @@ import grpc
 
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.api import deviceplugin_pb2_grpc as pb_grpc
+from vhostplug.deviceplugin.types import describe_ids
+from vhostplug.protocols import AllocateError, DeviceState
 
 if TYPE_CHECKING:
     from vhostplug.protocols import DeviceSource
@@ -44,38 +45,14 @@ MAX_STREAMS = 4
 UNARY_WORKERS = 4
 #: Register retries after a failure: first pause, doubled each time up to the last
 REGISTER_BACKOFF = (1.0, 30.0)
-#: device IDs named in one error message at most
-SHOWN_IDS = 5
 
 
-def describe_ids(ids: Sequence[str]) -> str:
-    """A bounded rendering of device IDs for messages and logs: the first few (each cut short), then a count."""
-    shown = [i if len(i) <= 40 else i[:37] + "..." for i in ids[:SHOWN_IDS]]
-    more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
-    return f"{shown}{more}"
-
-
-class AllocateError(Exception):
-    """Allocate cannot be served; becomes a gRPC status with this code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass(frozen=True)
-class DeviceState:
-    """One device as kubelet sees it."""
-
-    id: str
-    healthy: bool
-    numa: int | None = None
-
-    def to_pb(self) -> pb.Device:
-        dev = pb.Device(ID=self.id, health=HEALTHY if self.healthy else UNHEALTHY)
-        if self.numa is not None:
-            dev.topology.nodes.add(ID=self.numa)
-        return dev
+def device_pb(device: DeviceState) -> pb.Device:
+    """One device as ListAndWatch sends it."""
+    dev = pb.Device(ID=device.id, health=HEALTHY if device.healthy else UNHEALTHY)
+    if device.numa is not None:
+        dev.topology.nodes.add(ID=device.numa)
+    return dev
 
 
 def preferred(
@@ -213,7 +190,7 @@ class ResourceServer:
                         continue
                     seen = self._version
                     devices = self._devices
-                yield pb.ListAndWatchResponse(devices=[d.to_pb() for d in devices])
+                yield pb.ListAndWatchResponse(devices=[device_pb(d) for d in devices])
         finally:
             with self._cond:
                 self._streams -= 1

@@ -9,18 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from pydantic import field_validator
 
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
-from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
-from vhostplug.deviceplugin.vhostuser import FixedKind, root_writable
-
-if TYPE_CHECKING:
-    from vhostplug.deviceplugin.kinds import NodeContext
+from vhostplug.deviceplugin.types import FixedKind, NodeContext, describe_ids, root_writable
+from vhostplug.protocols import AllocateError, DeviceState
 
 DEVICE_ID = "dataplane0"
 ENV_SOCKET_ROOT = "VHOSTPLUG_SOCKET_ROOT"

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import grpc
 from pydantic import Field, field_validator
@@ -29,10 +29,8 @@ from pydantic import Field, field_validator
 from vhostplug import deviceinfo, fsutil
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.configbase import PCI_RE, SectionModel, check_resource_name
-from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
-
-if TYPE_CHECKING:
-    from vhostplug.deviceplugin.kinds import NodeContext
+from vhostplug.deviceplugin.types import NodeContext, describe_ids
+from vhostplug.protocols import AllocateError, DeviceState
 
 log = logging.getLogger(__name__)
 

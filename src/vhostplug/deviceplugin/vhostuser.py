@@ -12,10 +12,9 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from pydantic import Field, field_validator
@@ -23,15 +22,10 @@ from pydantic import Field, field_validator
 from vhostplug import deviceinfo, fsutil, validation
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
-from vhostplug.deviceplugin.server import AllocateError, DeviceState, describe_ids
-
-if TYPE_CHECKING:
-    from vhostplug.deviceplugin.kinds import NodeContext
-    from vhostplug.protocols import DeviceSource
+from vhostplug.deviceplugin.types import FixedKind, HealthProbe, NodeContext, describe_ids, root_writable
+from vhostplug.protocols import AllocateError, DeviceState
 
 log = logging.getLogger(__name__)
-
-HealthProbe = Callable[[], tuple[bool, str]]
 
 ENV_DEVICE = "VHOSTPLUG_DEVICE_{}"
 ENV_SOCKET_DIR = "VHOSTPLUG_SOCKET_DIR_{}"
@@ -87,26 +81,6 @@ class VhostUserConfig(SectionModel):
     def device_ids(self) -> list[str]:
         width = max(2, len(str(self.count - 1)))
         return [f"{self.id_prefix}{i:0{width}d}" for i in range(self.count)]
-
-
-def root_writable(root: Path) -> tuple[bool, str]:
-    """A real folder we can create a file in (``os.access`` alone says yes to root on a read-only mount)."""
-    try:
-        st = os.lstat(root)
-    except OSError as exc:
-        return False, f"socket root {root}: {exc.strerror}"
-    if not stat.S_ISDIR(st.st_mode):
-        return False, f"socket root {root} is not a folder"
-    if not os.access(root, os.W_OK | os.X_OK):
-        return False, f"socket root {root} is not writable"
-    name = f".vhostplug-probe-{os.getpid()}"
-    try:
-        fd = os.open(root / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        os.close(fd)
-        os.unlink(root / name)
-    except OSError as exc:
-        return False, f"socket root {root} is not writable: {exc.strerror or exc}"
-    return True, ""
 
 
 class VhostUserDevices:
@@ -215,17 +189,6 @@ class VhostUserDevices:
         """Remove our dp device-info files (the folders stay: pods may still use their sockets)."""
         for i in self.ids:
             deviceinfo.remove_dp(self.devinfo_dir, self.resource_name, i)
-
-
-@dataclass(frozen=True)
-class FixedKind:
-    """A kind whose devices are known from its config (vhostuser, the socket root): nothing to discover."""
-
-    sources: tuple[DeviceSource, ...]
-    rescan_seconds: float | None = None
-
-    def rescan(self) -> None:
-        pass
 
 
 def build(node: NodeContext, config: VhostUserConfig) -> FixedKind:

@@ -23,7 +23,7 @@ from typing import Any
 from vhostplug import deviceinfo, fsutil
 from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, IO_FAILURE, CniError, convert_ips, version_tuple
 from vhostplug.cni.undo import Undo
-from vhostplug.deviceplugin.config import VdpaPool
+from vhostplug.deviceplugin.vdpa import VdpaPool
 from vhostplug.model import EXTERNAL_ID_ATTACHMENT, NetdevPort, VhostUserPort, attachment_key
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
 from vhostplug.vdpa import netdev, sysfs

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vhostplug.deviceplugin.config import PCI_RE, VdpaPool
-from vhostplug.deviceplugin.vdpa import VdpaDevice, discover, matches
+from vhostplug.deviceplugin.configbase import PCI_RE
+from vhostplug.deviceplugin.vdpa import VdpaDevice, VdpaPool, discover, matches
 
 _REP_RE = re.compile(r"^(?:c\d+)?pf(\d+)vf(\d+)$")
 _UPLINK_RE = re.compile(r"^p(\d+)$")

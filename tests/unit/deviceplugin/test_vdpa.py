@@ -8,9 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from vhostplug.deviceplugin.config import VdpaPool, VdpaSelectors
-from vhostplug.deviceplugin.server import AllocateError
-from vhostplug.deviceplugin.vdpa import VdpaPoolDevices, discover, env_base, matches
+from vhostplug.deviceplugin.vdpa import VdpaPool, VdpaPoolDevices, VdpaSelectors, discover, env_base, matches
+from vhostplug.protocols import AllocateError
 from vhostplug_testsupport.fakesys import standard
 
 

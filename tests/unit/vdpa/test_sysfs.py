@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from vhostplug.deviceplugin.config import VdpaPool, VdpaSelectors
+from vhostplug.deviceplugin.vdpa import VdpaPool, VdpaSelectors
 from vhostplug.vdpa import sysfs
 from vhostplug.vdpa.sysfs import VdpaLookupError
 from vhostplug_testsupport.fakesys import FakeSys, standard
