@@ -56,6 +56,9 @@ class Device:
     path: str
     mode: str
     mtu: int | None = None
+    #: the path is the same in every virt-launcher of this VMI already (a DRA claim's: built from the pod's claim
+    #: and request names), so QEMU takes it as it is, with no link
+    stable: bool = False
 
 
 def read_network_info(path: Path) -> dict[str, Device]:
@@ -131,7 +134,7 @@ class Binding:
             vu = devicemetadata.vhost_user(meta, ref.request_name, self.dra_driver, str(path))
         except devicemetadata.MetadataError as exc:
             raise domain.BindingError(f"network {network}: {exc}") from exc
-        return Device(network, vu.path, vu.mode, vu.mtu)
+        return Device(network, vu.path, vu.mode, vu.mtu, stable=True)
 
     def _devices(self, networks: list[str], claims: dict[str, domain.ClaimRef]) -> dict[str, Device]:
         """Each network's device: from DRA device metadata for a network that is a resourceClaim, else from the
@@ -183,12 +186,15 @@ class Binding:
                 dev = devices[iface.name]
                 real_dir, _, sock_name = dev.path.rpartition("/")
                 if not real_dir or not sock_name:
-                    raise domain.BindingError(f"network {iface.name}: device-info path {dev.path!r} is not absolute")
+                    raise domain.BindingError(f"network {iface.name}: device path {dev.path!r} is not absolute")
                 if len(dev.path.encode()) > MAX_SOCKET_PATH:
                     raise domain.BindingError(
                         f"network {iface.name}: device socket path {dev.path!r} is {len(dev.path.encode())} bytes; "
                         f"the limit for a unix socket path is {MAX_SOCKET_PATH}"
                     )
+                if dev.stable:
+                    sockets[iface.name] = domain.Socket(dev.path, dev.mode, dev.mtu)
+                    continue
                 try:
                     stable = links.stable_socket_path(self.links_dir, iface.name, sock_name)
                     links.ensure_link(self.links_dir, iface.name, real_dir)
