@@ -40,8 +40,10 @@ from vhostplug.cni.spec import (
     check_container_id,
     check_ifname,
     convert_ips,
+    convert_result,
     interface_entry,
     negotiate,
+    require_verb,
 )
 from vhostplug.cni.undo import Undo, roll_back
 from vhostplug.dataplane.clientsock import SocketPlacementError
@@ -101,6 +103,7 @@ class CniHandler:
                 cni_env = CniEnv.from_env(env)
                 conf, raw = netconf.parse(raw_conf), raw_conf
                 version = negotiate(conf.cni_version, conf.cni_versions)
+                require_verb(cni_env.command, version)
                 verb: Callable[[CniEnv, NetConf, dict[str, Any], str], dict[str, Any] | None] = {
                     "ADD": self.add,
                     "CHECK": self.check,
@@ -109,6 +112,8 @@ class CniHandler:
                 if conf.device == "vdpa":
                     verb = self._vdpa_verb
                 result = verb(cni_env, conf, raw, version)
+                if result is not None:  # built in the 1.x shape: in the asked version's shape on the way out
+                    result = convert_result(result, version)
         except CniError as err:
             return 1, json.dumps(err.to_json(version))
         except DataplaneUnavailable as exc:

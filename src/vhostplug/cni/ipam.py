@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vhostplug.cni.spec import INVALID_CONFIG, IPAM_FAILURE, CniError, version_tuple
+from vhostplug.cni.spec import INVALID_CONFIG, IPAM_FAILURE, CniError, to_current, version_tuple
 
 #: the newest version most IPAM plugins speak (Debian's host-local 1.1 stops at 1.0.0)
 IPAM_MAX_VERSION = "1.0.0"
@@ -92,7 +92,9 @@ class Running:
             result: dict[str, Any] = json.loads(out)
         except ValueError:
             raise CniError(IPAM_FAILURE, f"IPAM plugin {plugin.name} returned invalid JSON", out[:200]) from None
-        return result
+        if not isinstance(result, dict):
+            raise CniError(IPAM_FAILURE, f"IPAM plugin {plugin.name} returned no JSON object", out[:200])
+        return to_current(result)  # it answers in the version it was asked (0.2.0: ip4/ip6)
 
     def reap(self) -> None:
         """Wait for the plugin without judging it (a failed ADD rolls back whatever it did with a DEL)."""

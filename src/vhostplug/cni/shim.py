@@ -27,7 +27,7 @@ try:  # CPython: the C half of the standard library's `socket`, the same calls w
 except ImportError:  # another Python
     import socket as _net  # type: ignore[no-redef]
 
-SUPPORTED = ("0.4.0", "1.0.0", "1.1.0")
+SUPPORTED = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")  # = spec.SUPPORTED_VERSIONS
 DEFAULT_AGENT_SOCKET = "/run/vhostplug/agent.sock"
 # how long to keep trying to reach the agent, and how long the whole exchange may take, per verb
 CONNECT_WAIT = {"ADD": 30.0, "DEL": 5.0, "CHECK": 5.0, "STATUS": 2.0, "GC": 5.0}

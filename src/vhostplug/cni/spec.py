@@ -1,7 +1,12 @@
-"""CNI spec 0.4.0 / 1.0.0 / 1.1.0: versions, error codes, the environment, and result shapes.
+"""CNI spec 0.1.0 to 1.1.0: versions, error codes, the environment, and result shapes.
 
 Pure functions and types: the handler builds on them, the shim does not import them (it must stay stdlib-only and
 tiny), and the agent turns a :class:`CniError` into the spec's error JSON.
+
+Results are built in the 1.x shape and converted on the way out to the version the caller asked for, as libcni
+converts them: 0.3.x and 0.4.0 put ``version`` on each IP and have no 1.1 interface fields; 0.1.0 and 0.2.0 have no
+interfaces at all, only ``ip4`` / ``ip6`` objects (``{ip, gateway, routes}``). An IPAM plugin's result, which comes
+back in the version it was asked for, is brought up to the 1.x shape first (:func:`to_current`).
 """
 
 from __future__ import annotations
@@ -10,9 +15,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SUPPORTED_VERSIONS = ("0.4.0", "1.0.0", "1.1.0")
+SUPPORTED_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = "1.1.0"
 VERBS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+#: the first spec version that has each verb (ADD, DEL and VERSION are in every one)
+VERB_SINCE = {"CHECK": "0.4.0", "STATUS": "1.1.0", "GC": "1.1.0"}
 
 # error codes of the spec, and ours (100+)
 INCOMPATIBLE_VERSION = 1
@@ -165,13 +172,102 @@ def interface_entry(
     return entry
 
 
+def require_verb(command: str, cni_version: str) -> None:
+    """Code 1 when the negotiated version has no such verb (CHECK came with 0.4.0, STATUS and GC with 1.1.0)."""
+    since = VERB_SINCE.get(command)
+    if since is not None and version_tuple(cni_version) < version_tuple(since):
+        raise CniError(
+            INCOMPATIBLE_VERSION,
+            f"cniVersion {cni_version} does not have {command}",
+            f"{command} is in CNI {since} and later",
+        )
+
+
 def convert_ips(cni_version: str, ips: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """IPAM results come in 1.0 shape; 0.4.0 wants ``version`` on each IP."""
+    """IPAM results come in 1.0 shape; 0.3.x and 0.4.0 want ``version`` on each IP."""
     out = []
     for ip in ips:
         entry = {k: v for k, v in ip.items() if k != "version"}
         entry["interface"] = 0
-        if cni_version == "0.4.0":
-            entry["version"] = "6" if ":" in str(entry.get("address", "")) else "4"
+        if _has_ip_version(cni_version):
+            entry["version"] = _family(entry)
         out.append(entry)
+    return out
+
+
+def _has_ip_version(cni_version: str) -> bool:
+    return (0, 3, 0) <= version_tuple(cni_version) < (1, 0, 0)
+
+
+def _family(ip: dict[str, Any]) -> str:
+    return "6" if ":" in str(ip.get("address", "")) else "4"
+
+
+def _route_family(route: dict[str, Any]) -> str:
+    return "6" if ":" in str(route.get("dst", "")) else "4"
+
+
+#: interface fields that came with CNI 1.1.0
+_IFACE_11 = ("mtu", "socketPath", "pciID")
+
+
+def convert_result(result: dict[str, Any], cni_version: str) -> dict[str, Any]:
+    """A result in the 1.x shape, in the shape of ``cni_version`` (see the module docstring)."""
+    v = version_tuple(cni_version)
+    if v >= (1, 1, 0):
+        return {**result, "cniVersion": cni_version}
+    interfaces = [{k: x for k, x in i.items() if k not in _IFACE_11} for i in result.get("interfaces", [])]
+    ips = [dict(ip) for ip in result.get("ips", [])]
+    if v >= (0, 3, 0):
+        out: dict[str, Any] = {"cniVersion": cni_version, "interfaces": interfaces}
+        for ip in ips:
+            if v < (1, 0, 0):
+                ip["version"] = _family(ip)
+            else:
+                ip.pop("version", None)
+        out["ips"] = ips
+        for key in ("routes", "dns"):
+            if result.get(key):
+                out[key] = result[key]
+        return out
+    # 0.1.0 / 0.2.0: the first address of each family, the routes by their destination's family
+    out = {"cniVersion": cni_version}
+    routes = result.get("routes") or []
+    for fam in ("4", "6"):
+        first = next((ip for ip in ips if _family(ip) == fam), None)
+        if first is None:
+            continue
+        entry: dict[str, Any] = {"ip": first["address"]}
+        if first.get("gateway"):
+            entry["gateway"] = first["gateway"]
+        fam_routes = [r for r in routes if _route_family(r) == fam]
+        if fam_routes:
+            entry["routes"] = fam_routes
+        out[f"ip{fam}"] = entry
+    if result.get("dns"):
+        out["dns"] = result["dns"]
+    return out
+
+
+def to_current(result: dict[str, Any]) -> dict[str, Any]:
+    """An IPAM plugin's result in whatever version it came, in the 1.x shape (``ips`` without ``version``)."""
+    out = {k: v for k, v in result.items() if k not in ("ip4", "ip6")}
+    if "ip4" in result or "ip6" in result:  # 0.1.0 / 0.2.0
+        ips: list[dict[str, Any]] = []
+        routes: list[dict[str, Any]] = []
+        for fam in ("ip4", "ip6"):
+            entry = result.get(fam)
+            if not isinstance(entry, dict) or not entry.get("ip"):
+                continue
+            ip: dict[str, Any] = {"address": entry["ip"]}
+            if entry.get("gateway"):
+                ip["gateway"] = entry["gateway"]
+            ips.append(ip)
+            routes.extend(r for r in entry.get("routes") or [] if isinstance(r, dict))
+        out["ips"] = ips
+        if routes:
+            out["routes"] = routes
+        return out
+    if isinstance(result.get("ips"), list):
+        out["ips"] = [{k: v for k, v in ip.items() if k != "version"} for ip in result["ips"] if isinstance(ip, dict)]
     return out

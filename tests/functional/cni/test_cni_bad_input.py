@@ -30,7 +30,7 @@ CASES: list[tuple[str, dict[str, Any] | str, dict[str, str], int, str]] = [
     ("device ID with slash", {"deviceID": "a/b"}, {}, 7, "deviceID"),
     ("device ID dotdot", {"runtimeConfig": {"deviceID": ".."}}, {}, 7, "deviceID"),
     ("unsupported version", {"cniVersion": "9.9.9"}, {}, 1, "not supported"),
-    ("no common version", {"cniVersions": ["0.1.0", "0.2.0"]}, {}, 1, "none of the cniVersions"),
+    ("no common version", {"cniVersions": ["0.5.0", "2.0.0"]}, {}, 1, "none of the cniVersions"),
     ("container ID with slash", {}, {"CNI_CONTAINERID": "a/b"}, 4, "CNI_CONTAINERID"),
     ("container ID dotdot", {}, {"CNI_CONTAINERID": ".."}, 4, "CNI_CONTAINERID"),
     ("container ID with dotdot inside", {}, {"CNI_CONTAINERID": "a..b"}, 4, "CNI_CONTAINERID"),

@@ -17,7 +17,7 @@ def test_version_is_answered_by_the_shim_alone(agent: AgentProc) -> None:
     agent.stop()  # no agent needed
     r = agent.run("VERSION", {"cniVersion": "1.0.0"})
     assert r.code == 0
-    assert r.out == {"cniVersion": "1.0.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
+    assert r.out == {"cniVersion": "1.0.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
 
 
 def test_add_with_device_id_writes_everything_and_del_removes_it(agent: AgentProc, unique: str) -> None:

@@ -56,7 +56,7 @@ def test_installed_shim_runs_isolated(short_dir: Path) -> None:
     assert exe.stat().st_mode & 0o111
     env = {"CNI_COMMAND": "VERSION"}
     out = subprocess.run([str(exe)], input=b'{"cniVersion": "0.4.0"}', env=env, capture_output=True, check=True)
-    assert json.loads(out.stdout) == {"cniVersion": "0.4.0", "supportedVersions": ["0.4.0", "1.0.0", "1.1.0"]}
+    assert json.loads(out.stdout) == {"cniVersion": "0.4.0", "supportedVersions": ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]}
     # VERSION with a config we do not support still answers with the latest
     out = subprocess.run([str(exe)], input=b"{}", env=env, capture_output=True, check=True)
     assert json.loads(out.stdout)["cniVersion"] == "1.1.0"
