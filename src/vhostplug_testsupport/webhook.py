@@ -1,14 +1,14 @@
-"""A stand-in kube-apiserver for NAD reads and the real `vhostplug webhook` process, for tests, fuzzing and benches.
+"""NAD reads from the lab's stand-in kube-apiserver and the real `vhostplug webhook` process, for tests, fuzzing
+and benches.
 
-:class:`FakeApi` answers ``GET .../network-attachment-definitions/<name>`` like kube-apiserver (HTTPS on 127.0.0.1,
-an ephemeral port, its own thread and event loop) and records every path it is asked for, so a test can prove that
-nothing else was requested. :func:`start_webhook` runs ``vhostplug webhook`` against it with a kubeconfig and a
-self-signed certificate, and :class:`Webhook` posts reviews to it over TLS.
+:func:`running_api` serves NetworkAttachmentDefinitions from a :class:`~vhostplug.lab.apiserver.ApiServer` over
+HTTPS (its request log lets a test prove that nothing else was requested); :func:`start_webhook` runs
+``vhostplug webhook`` against it with a kubeconfig and a self-signed certificate, and :class:`Webhook` posts reviews
+to it over TLS.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import http.client
@@ -17,32 +17,18 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+from vhostplug.lab.apiserver import ApiServer, make_cert
+
+__all__ = ["ApiServer", "make_cert"]
 
 NAD_PATH = "/apis/k8s.cni.cncf.io/v1/namespaces/{ns}/network-attachment-definitions/{name}"
 RESOURCE_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
-
-
-def make_cert(folder: Path, stem: str) -> tuple[Path, Path]:
-    """A self-signed EC certificate for ``localhost``/127.0.0.1: ``(<stem>.crt, <stem>.key)`` in ``folder``."""
-    cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-            "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
-            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def free_port() -> int:
@@ -51,101 +37,39 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _status(code: int, reason: str, message: str) -> web.Response:
-    body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason}
-    return web.json_response({**body, "message": message}, status=code)
+def put_nad(api: ApiServer, ns: str, name: str, annotations: dict[str, str] | int) -> None:
+    """Serve a NAD with these annotations, or make every GET of it fail with that HTTP status."""
+    if isinstance(annotations, int):
+        api.fail("GET", NAD_PATH.format(ns=ns, name=name), annotations, times=None)
+        return
+    api.put(
+        {
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": ns, "annotations": annotations},
+            "spec": {"config": "{}"},
+        }
+    )
 
 
-@dataclass
-class FakeApi:
-    """Answers NAD GETs like kube-apiserver; counts hits per NAD and records every path requested.
+def nad_hits(api: ApiServer, ns: str, name: str) -> int:
+    """How often the NAD was asked for."""
+    path = NAD_PATH.format(ns=ns, name=name)
+    return sum(1 for r in api.requests if r.method == "GET" and r.path == path)
 
-    ``nads[(ns, name)]`` is the NAD's annotations, or an HTTP status to fail with.
-    """
 
-    nads: dict[tuple[str, str], dict[str, str] | int] = field(default_factory=dict)
-    hits: dict[tuple[str, str], int] = field(default_factory=dict)
-    paths: list[str] = field(default_factory=list)
-    port: int = 0
-    cert: Path | None = None
-
-    async def handler(self, request: web.Request) -> web.Response:
-        self.paths.append(request.raw_path)
-        key = (request.match_info["ns"], request.match_info["name"])
-        self.hits[key] = self.hits.get(key, 0) + 1
-        nad = self.nads.get(key)
-        if isinstance(nad, int):
-            return _status(nad, "InternalError", "etcd is sad")
-        if nad is None:
-            return _status(404, "NotFound", "not found")
-        return web.json_response(
-            {
-                "apiVersion": "k8s.cni.cncf.io/v1",
-                "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": key[1], "namespace": key[0], "annotations": nad},
-                "spec": {"config": "{}"},
-            }
-        )
-
-    async def other(self, request: web.Request) -> web.Response:
-        self.paths.append(request.raw_path)
-        return _status(404, "NotFound", f"{request.path} is not served by this fake")
-
-    def kubeconfig(self, path: Path) -> Path:
-        """Write a kubeconfig that points at this fake (token auth) and return its path."""
-        assert self.cert is not None
-        cluster = {"server": f"https://127.0.0.1:{self.port}", "certificate-authority": str(self.cert)}
-        path.write_text(
-            json.dumps(
-                {
-                    "apiVersion": "v1",
-                    "kind": "Config",
-                    "current-context": "lab",
-                    "clusters": [{"name": "lab", "cluster": cluster}],
-                    "contexts": [{"name": "lab", "context": {"cluster": "lab", "user": "lab"}}],
-                    "users": [{"name": "lab", "user": {"token": "test-token"}}],
-                }
-            )
-        )
-        return path
+def paths(api: ApiServer) -> list[str]:
+    """Every path requested so far (as sent), in order."""
+    return [r.path for r in api.requests]
 
 
 @contextlib.contextmanager
-def running_api(tls_dir: Path, nads: dict[tuple[str, str], dict[str, str] | int] | None = None) -> Iterator[FakeApi]:
-    """A :class:`FakeApi` served over HTTPS on 127.0.0.1 from its own thread until the block ends."""
-    cert, key = make_cert(tls_dir, "api")
-    fake = FakeApi(nads=dict(nads or {}), cert=cert)
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.load_cert_chain(cert, key)
-    runner_box: list[web.AppRunner] = []
-
-    async def start() -> None:
-        app = web.Application()
-        app.router.add_get(NAD_PATH, fake.handler)
-        app.router.add_route("*", "/{tail:.*}", fake.other)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ctx)
-        await site.start()
-        server = site._server
-        assert server is not None
-        fake.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
-        runner_box.append(runner)
-        ready.set()
-
-    thread = threading.Thread(target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True)
-    thread.start()
-    if not ready.wait(10):
-        raise RuntimeError("fake kube-apiserver did not start")
-    try:
-        yield fake
-    finally:
-        asyncio.run_coroutine_threadsafe(runner_box[0].cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-        loop.close()
+def running_api(tls_dir: Path, nads: dict[tuple[str, str], dict[str, str] | int] | None = None) -> Iterator[ApiServer]:
+    """A stand-in kube-apiserver on HTTPS (token auth) serving ``nads`` until the block ends."""
+    with ApiServer(tls_dir=tls_dir, token="test-token") as api:
+        for (ns, name), annotations in (nads or {}).items():
+            put_nad(api, ns, name, annotations)
+        yield api
 
 
 def review_body(pod: Any, uid: str = "u-1", namespace: Any = "default", kind: str = "Pod") -> dict[str, Any]:
@@ -212,7 +136,7 @@ class Webhook:
             self.proc.wait()
 
 
-def start_webhook(api: FakeApi, tls_dir: Path, *extra: str, stem: str = "webhook", **popen: Any) -> Webhook:
+def start_webhook(api: ApiServer, tls_dir: Path, *extra: str, stem: str = "webhook", **popen: Any) -> Webhook:
     """Start `vhostplug webhook` (this interpreter's entry point) against ``api``; wait until it listens."""
     kubeconfig = api.kubeconfig(tls_dir / f"{stem}.kubeconfig")
     cert, key = make_cert(tls_dir, stem)

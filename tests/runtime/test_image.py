@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import grp
-import http.server
 import json
 import os
 import shutil
@@ -25,20 +24,20 @@ import ssl
 import subprocess
 import tarfile
 import tempfile
-import threading
 import time
 import tomllib
 import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 import yaml
 
 from tests.runtime.conftest import Runtime
 from vhostplug_testsupport.containerd_node import free_port
+from vhostplug_testsupport.webhook import ApiServer, make_cert, put_nad
 
 REPO = Path(__file__).resolve().parents[2]
 VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
@@ -300,61 +299,16 @@ def test_node_daemonset_runs_from_the_image(runtime: Runtime, image: str) -> Non
     assert runtime.ctrd.shim_pids() == []
 
 
-class _FakeApiServer(http.server.BaseHTTPRequestHandler):
-    """Stands in for kube-apiserver (no real one can run here): serves one NetworkAttachmentDefinition."""
-
-    nads: ClassVar[dict[str, dict[str, Any]]] = {}
-
-    def do_GET(self) -> None:
-        body = self.nads.get(self.path)
-        data = json.dumps(body or {"kind": "Status", "code": 404, "reason": "NotFound"}).encode()
-        self.send_response(200 if body else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-def _cert(folder: Path, stem: str) -> tuple[Path, Path]:
-    cert, key = folder / f"{stem}.crt", folder / f"{stem}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", "1", "-subj", f"/CN={stem}",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 def test_webhook_runs_from_the_image(runtime: Runtime, image: str) -> None:
     docs = _docs(REPO / "deploy" / "kubevirt" / "webhook.yaml")
     (container,) = _kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
     root = Path(tempfile.mkdtemp(prefix="vhp-whk-", dir="/tmp"))
     (root / "tls").mkdir()
     (root / "kube").mkdir()
-    _, tls_key = _cert(root / "tls", "tls")
+    _, tls_key = make_cert(root / "tls", "tls")
     tls_key.chmod(0o644)  # a throw-away key, read by the webhook's non-root user
-    api_cert, api_key = _cert(root, "api")
-    _FakeApiServer.nads = {
-        "/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/vhu-net": {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {
-                "name": "vhu-net",
-                "namespace": "default",
-                "annotations": {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
-            },
-            "spec": {"config": "{}"},
-        }
-    }
-    api = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _FakeApiServer)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(api_cert, api_key)
-    api.socket = ctx.wrap_socket(api.socket, server_side=True)
-    threading.Thread(target=api.serve_forever, daemon=True).start()
+    api = ApiServer(tls_dir=root, token="test").start()
+    put_nad(api, "default", "vhu-net", {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"})
     kubeconfig = {
         "apiVersion": "v1",
         "kind": "Config",
@@ -362,7 +316,7 @@ def test_webhook_runs_from_the_image(runtime: Runtime, image: str) -> None:
             {
                 "name": "c",
                 "cluster": {
-                    "server": f"https://127.0.0.1:{api.server_address[1]}",
+                    "server": api.url,
                     # a file, as in-cluster (the service account's ca.crt): lightkube writes *-data to a temporary
                     # file, and the Deployment's root filesystem is read-only with no /tmp volume
                     "certificate-authority": "/kube/ca.crt",
@@ -374,7 +328,8 @@ def test_webhook_runs_from_the_image(runtime: Runtime, image: str) -> None:
         "current-context": "c",
     }
     (root / "kube" / "config").write_text(yaml.safe_dump(kubeconfig))
-    shutil.copy(api_cert, root / "kube" / "ca.crt")
+    assert api.cert is not None
+    shutil.copy(api.cert, root / "kube" / "ca.crt")
     port = free_port()
     # the Deployment's args on the image's entry point; only the port differs (the test shares the host network)
     command = [a if a != "8443" else str(port) for a in argv(container)] + ["--kubeconfig", "/kube/config"]
@@ -427,6 +382,6 @@ def test_webhook_runs_from_the_image(runtime: Runtime, image: str) -> None:
         assert ops.get("/spec/containers/0/resources/limits/vhostplug.io~1vhostuser") == "1", patch
     finally:
         task.stop()
-        api.shutdown()
+        api.stop()
         shutil.rmtree(root, ignore_errors=True)
     assert runtime.ctrd.shim_pids() == []

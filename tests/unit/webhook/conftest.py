@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.webhook.pods import HEADER_TIMEOUT, NADS
-from vhostplug_testsupport.webhook import FakeApi, Webhook, running_api, start_webhook
+from vhostplug_testsupport.webhook import ApiServer, Webhook, running_api, start_webhook
 
 
 @pytest.fixture(scope="package")
@@ -18,13 +18,13 @@ def tls_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="package")
-def api(tls_dir: Path) -> Iterator[FakeApi]:
+def api(tls_dir: Path) -> Iterator[ApiServer]:
     with running_api(tls_dir, NADS) as fake:
         yield fake
 
 
 @pytest.fixture(scope="package")
-def webhook(api: FakeApi, tls_dir: Path) -> Iterator[Webhook]:
+def webhook(api: ApiServer, tls_dir: Path) -> Iterator[Webhook]:
     hook = start_webhook(api, tls_dir, "--header-timeout", str(HEADER_TIMEOUT))
     try:
         yield hook

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.unit.webhook.pods import net_pod, patched
-from vhostplug_testsupport.webhook import FakeApi, Webhook
+from vhostplug_testsupport.webhook import ApiServer, Webhook, nad_hits, paths, put_nad
 
 
 @pytest.mark.parametrize(
@@ -27,8 +27,8 @@ from vhostplug_testsupport.webhook import FakeApi, Webhook
         "a" * 254,
     ],
 )
-def test_network_names_are_validated_before_any_request(webhook: Webhook, api: FakeApi, networks: str) -> None:
-    before = list(api.paths)
+def test_network_names_are_validated_before_any_request(webhook: Webhook, api: ApiServer, networks: str) -> None:
+    before = paths(api)
     resp = webhook.review(net_pod(networks), uid="attack")
     assert resp["allowed"] is False and resp["status"]["code"] == 400, resp
     assert (
@@ -36,19 +36,19 @@ def test_network_names_are_validated_before_any_request(webhook: Webhook, api: F
         or "not a namespace" in resp["status"]["message"]
         or ("not of the form" in resp["status"]["message"])
     )
-    assert api.paths == before, "the webhook asked the API about an invalid name"
+    assert paths(api) == before, "the webhook asked the API about an invalid name"
 
 
-def test_networks_per_pod_are_bounded(webhook: Webhook, api: FakeApi) -> None:
-    before = len(api.paths)
+def test_networks_per_pod_are_bounded(webhook: Webhook, api: ApiServer) -> None:
+    before = len(paths(api))
     resp = webhook.review(net_pod(", ".join(f"n{i}" for i in range(2000))), uid="many")
     assert resp["allowed"] is False and resp["status"]["code"] == 400 and "at most 64" in resp["status"]["message"]
     resp = webhook.review(net_pod(json.dumps([{"name": f"n{i}"} for i in range(65)])), uid="many-json")
     assert resp["allowed"] is False and "at most 64" in resp["status"]["message"]
-    assert len(api.paths) == before
+    assert len(paths(api)) == before
     # 64 mentions of one network: one lookup, 64 devices
-    api.nads[("default", "uniq-net")] = {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"}
+    put_nad(api, "default", "uniq-net", {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"})
     pod = net_pod(", ".join(["uniq-net"] * 64))
     out = patched(webhook.review(pod, uid="dup"), pod)
     assert out["spec"]["containers"][0]["resources"]["requests"] == {"vhostplug.io/vhostuser": "64"}
-    assert api.hits[("default", "uniq-net")] == 1
+    assert nad_hits(api, "default", "uniq-net") == 1

@@ -5,18 +5,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from vhostplug_testsupport.webhook import FakeApi, Webhook
+from vhostplug_testsupport.webhook import ApiServer, Webhook, nad_hits, paths, put_nad
 
 
-def test_nad_lookups_are_cached(webhook: Webhook, api: FakeApi) -> None:
+def test_nad_lookups_are_cached(webhook: Webhook, api: ApiServer) -> None:
     pod = {
         "metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": "cached-net"}},
         "spec": {"containers": [{"name": "a"}]},
     }
-    api.nads[("default", "cached-net")] = {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"}
+    put_nad(api, "default", "cached-net", {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"})
     for i in range(3):
         assert "patch" in webhook.review(pod, uid=f"c{i}")
-    assert api.hits[("default", "cached-net")] == 1
+    assert nad_hits(api, "default", "cached-net") == 1
 
 
 def test_api_failure_denies_with_a_clear_message(webhook: Webhook) -> None:
@@ -29,7 +29,7 @@ def test_api_failure_denies_with_a_clear_message(webhook: Webhook) -> None:
     assert "default/broken" in resp["status"]["message"] and resp["status"]["code"] == 503
 
 
-def test_the_resolver_escapes_names_in_the_url(api: FakeApi, tls_dir: Path) -> None:
+def test_the_resolver_escapes_names_in_the_url(api: ApiServer, tls_dir: Path) -> None:
     from vhostplug.webhook.resolver import LightkubeResolver
 
     resolver = LightkubeResolver.from_kubeconfig(api.kubeconfig(tls_dir / "resolver.kubeconfig"), ttl=0)
@@ -41,9 +41,9 @@ def test_the_resolver_escapes_names_in_the_url(api: FakeApi, tls_dir: Path) -> N
         finally:
             await resolver.client.close()
 
-    start = len(api.paths)
+    start = len(paths(api))
     assert asyncio.run(ask()) == [None, None]
-    seen = api.paths[start:]
+    seen = paths(api)[start:]
     assert len(seen) == 2, seen
     assert all(
         p.startswith("/apis/k8s.cni.cncf.io/v1/namespaces/default/network-attachment-definitions/") for p in seen
