@@ -127,6 +127,8 @@ class Agent:
         while not self._stop.is_set():
             try:
                 moved = await asyncio.to_thread(self.handler.relocate_client_sockets)
+                for port in await asyncio.to_thread(self.handler.sweep_orphans):
+                    LOG.info("port %s of a failed ADD removed", port)
             except Exception as exc:  # the agent must outlive any dataplane trouble; say so once per outage
                 moved = []
                 if not failing:

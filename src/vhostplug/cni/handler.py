@@ -16,12 +16,13 @@ import logging
 import os
 import stat
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from vhostplug import deviceinfo, fsutil, ovsvhost
+from vhostplug import deadline, deviceinfo, fsutil, ovsvhost
 from vhostplug.cni import ipam, netconf, planning, records
 from vhostplug.cni.netconf import NetConf
 from vhostplug.cni.planning import Plan
@@ -79,6 +80,25 @@ class CniHandler:
         self.options = options or HandlerOptions()
         self.records = RecordStore(self.options.state_dir)
         self._lock = threading.Lock()
+        #: port name -> attachment key of ADDs that failed while their port's transaction may still land (OVSDB
+        #: hung): the relocator's tick removes such a port once OVSDB answers, unless a later ADD made it its own
+        self._orphans: dict[str, str] = {}
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The handler's lock, waited for at most until the current request's deadline (then code 11: the request
+        has done nothing yet, and will not later)."""
+        wait = deadline.current().remaining()
+        if not self._lock.acquire(timeout=wait if wait < threading.TIMEOUT_MAX else -1):
+            raise CniError(
+                TRY_AGAIN_LATER,
+                "the vhostplug agent is busy with other requests",
+                "the switch may be slow or not answering; try again later",
+            )
+        try:
+            yield
+        finally:
+            self._lock.release()
 
     # -- entry -------------------------------------------------------------------------------------------------
     def handle(self, env: dict[str, str], raw_conf: dict[str, Any]) -> tuple[int, str]:
@@ -135,7 +155,7 @@ class CniHandler:
             return None
         conf = self._vdpa_within_policy(conf)
         att = vdpa_verbs.attacher(self.dataplane, self.options.vdpa, self.options.attach_timeout)
-        with self._lock:
+        with self._locked():
             if env.command == "ADD":
                 return vdpa_verbs.add(att, env, conf, raw, version, self._ipam_env, self.records)
             vdpa_verbs.check(att, env, conf, raw, self._ipam_env, self.records)
@@ -174,11 +194,16 @@ class CniHandler:
         plan = self.plan(env, conf, raw)
         att = plan.attachment
         undo: Undo = []
-        with self._lock:
+        with self._locked():
             self._check_device_free(plan)
+            self._sweep_orphan(att.port_name)
             try:
                 ipam_result = self._add_steps(env, conf, raw, plan, undo)
-            except BaseException:
+                if not deadline.current().finish():
+                    raise CniError(TRY_AGAIN_LATER, f"ADD of {att.key} finished after its caller was answered")
+            except BaseException as exc:
+                if deadline.current().abandoned:
+                    LOG.warning("ADD of %s outlived its deadline (%s): undoing what it made", att.key, exc)
                 roll_back(undo, LOG)
                 raise
         result: dict[str, Any] = {
@@ -193,9 +218,7 @@ class CniHandler:
             result["dns"] = dns
         return result
 
-    def _add_steps(
-        self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: Undo
-    ) -> dict[str, Any]:
+    def _add_steps(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: Undo) -> dict[str, Any]:
         att = plan.attachment
         own = self.options.ownership
         health = self.dataplane.ready()
@@ -256,11 +279,15 @@ class CniHandler:
                 undo.append(lambda: fsutil.unlink_in(path.parent, path.name))
 
         try:
+            self._orphans[att.port_name] = att.key  # until the ADD stands (see sweep_orphans)
+            undo.append(lambda: self._sweep_orphan(att.port_name))
             self.dataplane.attach(att, timeout=self.options.attach_timeout, meanwhile=meanwhile)
             undo.append(lambda: self.dataplane.detach(att.port_name))
             if att.mode is Mode.CLIENT:
                 undo.append(lambda: self._unlink_socket(plan.folder, att.socket_name))
                 self.dataplane.place_client_socket(att, own, self.options.client_socket_wait)
+            undo.append(lambda: self._orphans.__setitem__(att.port_name, att.key))
+            self._orphans.pop(att.port_name, None)
         except DataplaneUnavailable:
             raise
         except SocketPlacementError as exc:
@@ -280,10 +307,36 @@ class CniHandler:
             out["CNI_ARGS"] = ";".join(f"{k}={v}" for k, v in args.items())
         return out
 
+    # -- ports of ADDs that failed while OVSDB hung ------------------------------------------------------------
+    def sweep_orphans(self) -> list[str]:
+        """The relocator's tick: remove the ports of failed ADDs that OVSDB applied after all; return their names."""
+        if not self._orphans:
+            return []
+        with self._locked():
+            return [name for name in list(self._orphans) if self._sweep_orphan(name)]
+
+    def _sweep_orphan(self, port_name: str) -> bool:
+        """Caller holds the lock. Remove the port ``port_name`` that a failed ADD may have left (an ADD that stands
+        takes its port off the list); forget it once OVSDB said where it stands. True when a port was removed."""
+        key = self._orphans.get(port_name)
+        if key is None:
+            return False
+        try:
+            port = self.dataplane.get_port(port_name)
+            removed = False
+            if port is not None and port.attachment_key == key:
+                removed = self.dataplane.detach(port_name)
+                LOG.info("removed port %s of a failed ADD of %s (OVSDB applied it late)", port_name, key)
+        except DataplaneError as exc:  # OVSDB still not answering: next tick
+            LOG.debug("port %s of a failed ADD: %s", port_name, exc)
+            return False
+        self._orphans.pop(port_name, None)
+        return removed
+
     # -- client mode: the relocator's tick ------------------------------------------------------------------
     def relocate_client_sockets(self) -> list[str]:
         """Move sockets that the switch re-created (after its restart) back into the pods' folders."""
-        with self._lock:
+        with self._locked():
             return self.dataplane.return_client_sockets(self.options.ownership)
 
     @staticmethod
@@ -303,7 +356,7 @@ class CniHandler:
         external_ids, never from the network config (which may have changed or broken since ADD)."""
         check_container_id(env.container_id)
         check_ifname(env.ifname)
-        with self._lock:
+        with self._locked():
             record = self._forget(env.container_id, env.ifname, self._port_candidates(env, raw))
         self._release_ipam(env, record, raw)
         return None
@@ -439,7 +492,7 @@ class CniHandler:
             raise CniError(INVALID_CONFIG, "GC needs the network's name in the configuration")
         keep = _keep_list(raw or {})
         unsafe: list[str] = []
-        with self._lock:
+        with self._locked():
             stale: dict[str, tuple[str, str, list[str]]] = {}
             for port in self.dataplane.list_ports():
                 ids = port.external_ids

@@ -3,6 +3,12 @@
 One attach = one OVSDB transaction that makes the ``datapath_type=netdev`` bridge when it is missing (tagged so we
 only ever delete bridges we made), the Port (VLAN tag) and the Interface (type, options, mtu_request, external_ids).
 The transaction waits for ovs-vswitchd to apply it (``cur_cfg``), then we read ``ofport`` / ``error`` from the IDL.
+
+Nothing here waits past the current request's deadline (:mod:`vhostplug.deadline`): ovsdbapp's connection thread
+holds its lock for as long as a transaction waits for OVSDB (forever, while ``ovsdb-server`` is stopped), so every
+wait for that lock and for a transaction's result is bounded, and a transaction whose caller stopped waiting before
+the connection thread reached it is dropped, not committed later. Health asks ovs-vswitchd itself
+(:mod:`vhostplug.dataplane.vswitchd`), not OVSDB's memory of it.
 """
 
 from __future__ import annotations
@@ -18,14 +24,15 @@ from typing import Any
 
 from ovs.db import data as ovs_data
 from ovs.db import types as ovs_types
+from ovsdbapp import exceptions as ovs_exceptions
 from ovsdbapp.backend.ovs_idl import command as ovs_command
 from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.backend.ovs_idl import idlutils
-from ovsdbapp.backend.ovs_idl import transaction as ovs_transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from vhostplug import ovsvhost
-from vhostplug.dataplane import clientsock, ovsdb_rpc, ovsjson
+from vhostplug import deadline, ovsvhost
+from vhostplug.dataplane import clientsock, ovsdb_rpc, ovsjson, vswitchd
+from vhostplug.dataplane.ovstxn import BoundedTxn
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 from vhostplug.ovsvhost import BRIDGE_MARK, ID_ATTACHMENT, VHOST_TYPES
@@ -37,7 +44,17 @@ logging.getLogger("ovsdbapp.schema.open_vswitch.impl_idl").setLevel(logging.CRIT
 TABLES = ("Open_vSwitch", "Bridge", "Port")
 #: the Interface columns the backend reads or writes; the others (statistics, mac_in_use, ifindex, link_resets, ...)
 #: change with every ovs-vswitchd status update and are not worth parsing on each CNI call
-INTERFACE_COLUMNS = ("name", "type", "options", "external_ids", "ofport", "error", "mtu_request", "status", "link_state")
+INTERFACE_COLUMNS = (
+    "name",
+    "type",
+    "options",
+    "external_ids",
+    "ofport",
+    "error",
+    "mtu_request",
+    "status",
+    "link_state",
+)
 
 
 def insert_bridge(api: Any, txn: Any, name: str, datapath_type: str = ovsvhost.DATAPATH_NETDEV) -> Any:
@@ -168,6 +185,8 @@ def _lists_port(bridge: Any, port_uuid: Any) -> bool:
 
 RECONNECT_MIN_MS = 100
 RECONNECT_MAX_MS = 1000
+HEALTH_WAIT = 1.0  # seconds a health question may wait for OVSDB or ovs-vswitchd (STATUS answers within 2 s)
+VSWITCHD_FRESH = 0.5  # seconds the attach path trusts the last answer of ovs-vswitchd
 
 
 class OvsDataplane:
@@ -181,6 +200,7 @@ class OvsDataplane:
         self.ovs_rundir = Path(ovs_rundir)
         self._api: Any = None
         self._lock = threading.Lock()
+        self._switch_seen: tuple[float, str | None] = (-1.0, None)  # (when, problem) of the last vswitchd check
 
     # -- connection --------------------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -230,31 +250,55 @@ class OvsDataplane:
     @contextmanager
     def _read(self) -> Iterator[Any]:
         api = self._connected_api()
-        with api.ovsdb_connection.lock:
+        with self._idl_locked(api):
             yield api
+
+    @contextmanager
+    def _idl_locked(self, api: Any) -> Iterator[None]:
+        """The IDL's lock, waited for at most until the request's deadline: the connection thread holds it while a
+        transaction waits for OVSDB."""
+        lock = api.ovsdb_connection.lock
+        if not lock.acquire(timeout=deadline.bounded(self.timeout)):
+            raise DataplaneUnavailable(f"OVSDB at {self.endpoint} is not answering (a transaction is waiting for it)")
+        try:
+            yield
+        finally:
+            lock.release()
 
     # -- health ------------------------------------------------------------------------------------------------
     def health(self) -> DataplaneHealth:
-        """Reachability and ``dpdk_initialized``, from a fresh OVSDB connection (the kept one may lag behind), and
-        not ready while the kept connection, which ADD uses, is still reconnecting: STATUS means what ADD will do."""
+        """Asked now: OVSDB answers a fresh connection (the kept one may lag behind) within a second, the kept
+        connection, which ADD uses, is not reconnecting, DPDK was initialised, and ovs-vswitchd itself answers on its
+        control socket. STATUS and the agent's readiness mean what ADD will do."""
         session = getattr(self._api.idl, "_session", None) if self._api is not None else None
         if session is not None and not session.is_connected():
             return DataplaneHealth(False, False, f"OVSDB at {self.endpoint} is not reachable (reconnecting)")
+        wait = deadline.bounded(HEALTH_WAIT)
         try:
-            rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["dpdk_initialized"])
+            rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["dpdk_initialized"], timeout=wait)
         except ovsdb_rpc.OvsdbRpcError as exc:
             return DataplaneHealth(False, False, str(exc))
-        return _health_of(rows[0].get("dpdk_initialized") if rows else None)
+        found = _health_of(rows[0].get("dpdk_initialized") if rows else None)
+        return found if not found.ok else self._switch_health(deadline.bounded(HEALTH_WAIT), fresh=True)
 
     def ready(self) -> DataplaneHealth:
-        """:meth:`health` read from the kept connection when it is up (no round trip: for every ADD)."""
+        """:meth:`health` for every ADD: OVSDB's part read from the kept connection when it is up (no round trip),
+        ovs-vswitchd's answer reused for half a second."""
         api = self._api
         session = getattr(api.idl, "_session", None) if api is not None else None
         if session is None or not session.is_connected():
             return self.health()
-        with api.ovsdb_connection.lock:
+        with self._idl_locked(api):
             rows = list(api.tables["Open_vSwitch"].rows.values())
-            return _health_of(_first(rows[0].dpdk_initialized) if rows else None)
+            found = _health_of(_first(rows[0].dpdk_initialized) if rows else None)
+        return found if not found.ok else self._switch_health(deadline.bounded(HEALTH_WAIT), fresh=False)
+
+    def _switch_health(self, wait: float, fresh: bool) -> DataplaneHealth:
+        when, problem = self._switch_seen
+        if fresh or time.monotonic() - when > VSWITCHD_FRESH:
+            problem = vswitchd.problem(self.ovs_rundir, wait)
+            self._switch_seen = (time.monotonic(), problem)
+        return DataplaneHealth(True, problem is None, problem or "")
 
     # -- attach / detach ---------------------------------------------------------------------------------------
     def attach(
@@ -277,11 +321,11 @@ class OvsDataplane:
         api = self._connected_api()
         # a plain transaction, not ovs-vsctl's wait for ovs-vswitchd to apply it (next_cfg): the ofport wait below
         # is that wait, and the caller's `meanwhile` runs in between
-        txn = ovs_transaction.Transaction(api, api.ovsdb_connection, self.timeout, check_error=True, log_errors=False)
+        txn = BoundedTxn(api, self.timeout)
         txn.add(_AttachCommand(api, attachment, options))
         try:
             txn.commit()
-        except DataplaneError:
+        except (DataplaneError, DataplaneUnavailable):
             raise
         except Exception as exc:
             self._raise_unavailable_or(exc, f"OVSDB transaction adding {attachment.port_name} failed")
@@ -319,7 +363,8 @@ class OvsDataplane:
         return None if theirs == os.readlink("/proc/self/ns/net") else f"/proc/{pid}/ns/net"
 
     def _wait_ofport(self, name: str, bridge: str, timeout: float) -> VhostUserPort:
-        deadline = time.monotonic() + timeout
+        timeout = deadline.bounded(timeout)
+        until = time.monotonic() + timeout
         while True:
             with self._read() as api:
                 row = idlutils.row_by_value(api.idl, "Interface", "name", name, None)
@@ -330,9 +375,12 @@ class OvsDataplane:
                     return self._to_port(api, row, port, bridge)
             if row is None:
                 raise DataplaneError(f"OVS port {name} vanished right after it was added")
-            if error or ofport == -1 or time.monotonic() > deadline:
+            if error or ofport == -1 or time.monotonic() > until:
+                switch = self._switch_health(HEALTH_WAIT / 2, fresh=True)
                 bridge_ok = self._bridge_has_datapath(name)
                 self.detach(name)
+                if not switch.ok:  # no ofport because nobody applies the database: a transient condition
+                    raise DataplaneUnavailable(f"ovs-vswitchd could not add port {name}: {switch.detail}")
                 reason = error or f"no ofport after {timeout:.1f}s"
                 if not bridge_ok:
                     reason += (
@@ -352,19 +400,18 @@ class OvsDataplane:
             return ofport is not None and ofport > 0
 
     def detach(self, port_name: str) -> bool:
-        api = self._connected_api()
-        with api.ovsdb_connection.lock:
+        with self._read() as api:
             present = idlutils.row_by_value(api.idl, "Port", "name", port_name, None) is not None
         if not present:
             return False
         try:
             # a plain transaction: once the row is gone the port is gone, so no wait for ovs-vswitchd to apply it
             # (that wait grows with the bridge: ~60 ms at 1000 ports)
-            txn = ovs_transaction.Transaction(
-                api, api.ovsdb_connection, self.timeout, check_error=True, log_errors=False
-            )
+            txn = BoundedTxn(api, self.timeout)
             txn.add(_DetachCommand(api, port_name))
             txn.commit()
+        except DataplaneUnavailable:
+            raise
         except Exception as exc:
             self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
         return True
@@ -381,7 +428,7 @@ class OvsDataplane:
         return True
 
     def _raise_unavailable_or(self, exc: Exception, what: str) -> None:
-        if not self.health().reachable:
+        if isinstance(exc, ovs_exceptions.TimeoutException) or not self.health().reachable:
             raise DataplaneUnavailable(f"{what}: OVSDB at {self.endpoint} is unreachable") from exc
         raise DataplaneError(f"{what}: {exc}") from exc
 

@@ -92,10 +92,14 @@ def _scalar(v: Any) -> Any:
 
 
 def select(
-    endpoint: str, table: str, where: list[Any] | None = None, columns: list[str] | None = None
+    endpoint: str,
+    table: str,
+    where: list[Any] | None = None,
+    columns: list[str] | None = None,
+    timeout: float = 5.0,
 ) -> list[dict[str, Any]]:
     op: dict[str, Any] = {"op": "select", "table": table, "where": where or []}
     if columns is not None:
         op["columns"] = columns
-    rows: list[dict[str, Any]] = transact(endpoint, [op])[0]["rows"]
+    rows: list[dict[str, Any]] = transact(endpoint, [op], timeout)[0]["rows"]
     return rows

@@ -1,6 +1,7 @@
 """An OVSDB that hangs or restarts, seen through the real shim and agent on a private OVS of this module's own:
-ADD answers 11 ("try again"), STATUS 50, never code 5; once OVSDB is back, STATUS says ready only when ADD works;
-what an ADD left half-made while OVSDB hung is gone after DEL."""
+every verb answers 11 ("try again") within its deadline, also 20 at once, STATUS 50 within 2 s whatever is queued,
+never code 5; nothing of an ADD that answered an error stays (not even a transaction OVSDB applies after its
+return); once OVSDB is back, requests succeed with no restart and STATUS says ready only when ADD works."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -44,11 +46,19 @@ def fault_agent(own_ovs: PrivateOvs) -> Iterator[AgentProc]:
         stop_agent(a)
 
 
-def _run(agent: AgentProc, command: str, cid: str = "") -> dict[str, object]:
-    r = agent.exec_shim(agent.cni_env(command, cid), json.dumps(agent.netconf()).encode(), timeout=120)
+def _run(agent: AgentProc, command: str, cid: str = "", **conf: object) -> dict[str, object]:
+    r = agent.exec_shim(agent.cni_env(command, cid), json.dumps(agent.netconf(**conf)).encode(), timeout=120)
     out = assert_cni_output(r.code, r.stdout) or {}
     assert_no_traceback(r.stderr.decode(errors="replace"), "shim stderr")
-    return {"exit": r.code, **out}
+    return {"exit": r.code, "seconds": r.seconds, **out}
+
+
+def _wait_nothing_left(agent: AgentProc, limit: float = 30) -> None:
+    """What failed ADDs may have left (a port OVSDB applied after the hang) goes without a DEL: wait for it."""
+    deadline = time.monotonic() + limit
+    while (left := agent.leftovers() + [p.name for p in (agent.root / "state").rglob("*") if p.is_file()]) != []:
+        assert time.monotonic() < deadline, f"left behind by ADDs that answered an error: {left}"
+        time.sleep(0.1)
 
 
 def _wait_status_ready(agent: AgentProc, limit: float = 60) -> None:
@@ -70,11 +80,48 @@ def test_a_hung_ovsdb_is_try_again_not_internal_error(fault_agent: AgentProc, ow
     finally:
         own_ovs.signal_ovsdb(signal.SIGCONT)
     _wait_status_ready(fault_agent)
+    _wait_nothing_left(fault_agent)  # the hung ADD's transaction landed when OVSDB resumed: removed, with no DEL
     ok = _run(fault_agent, "ADD", f"after{unique}")
     assert ok["exit"] == 0, ok
-    for cid in (f"hang{unique}", f"after{unique}"):  # the hung ADD's transaction may have landed late: DEL finds it
+    for cid in (f"hang{unique}", f"after{unique}"):
         gone = _run(fault_agent, "DEL", cid)
         assert gone["exit"] == 0, gone
+    assert fault_agent.leftovers() == []
+    assert "Traceback" not in fault_agent.log_text()
+
+
+def test_while_ovsdb_hangs_twenty_requests_at_once_each_answer_11_in_time_and_status_in_2s(
+    fault_agent: AgentProc, own_ovs: PrivateOvs, unique: str
+) -> None:
+    _wait_status_ready(fault_agent)
+    kept = _run(fault_agent, "ADD", f"kept{unique}")  # a live attachment for the DELs, CHECKs and GC to be about
+    assert kept["exit"] == 0, kept
+    prev = {"cniVersion": "1.1.0", "interfaces": kept["interfaces"], "ips": kept["ips"]}
+    calls: list[tuple[str, str, dict[str, object]]] = [("ADD", f"h{i}{unique}", {}) for i in range(14)]
+    calls += [("DEL", f"kept{unique}", {}), ("DEL", f"h0{unique}", {})]
+    calls += [("CHECK", f"kept{unique}", {"prevResult": prev}) for _ in range(2)]
+    calls += [("GC", "", {"cni.dev/valid-attachments": [{"containerID": f"kept{unique}", "ifname": "net1"}]})] * 2
+    own_ovs.signal_ovsdb(signal.SIGSTOP)
+    try:
+        with ThreadPoolExecutor(len(calls) + 1) as pool:
+            futures = [pool.submit(_run, fault_agent, verb, cid, **conf) for verb, cid, conf in calls]
+            statuses = []
+            while not all(f.done() for f in futures):
+                statuses.append(_run(fault_agent, "STATUS"))
+            answers = [f.result() for f in futures]
+    finally:
+        own_ovs.signal_ovsdb(signal.SIGCONT)
+    for (verb, _cid, _conf), out in zip(calls, answers, strict=True):
+        assert out["exit"] == 1 and out["code"] == 11, (verb, out)
+        assert float(str(out["seconds"])) < 10.0, (verb, out)
+    assert statuses and all(s["exit"] == 1 and s["code"] == 50 for s in statuses), statuses
+    assert max(float(str(s["seconds"])) for s in statuses) < 2.0, statuses
+    _wait_status_ready(fault_agent, limit=10)
+    _run(fault_agent, "DEL", f"kept{unique}")  # its DEL above may or may not have run before the deadline
+    _wait_nothing_left(fault_agent)  # nothing of the fourteen ADDs that answered 11, with no DEL
+    again = _run(fault_agent, "ADD", f"again{unique}")  # no restart: the same agent works again
+    assert again["exit"] == 0, again
+    assert _run(fault_agent, "DEL", f"again{unique}")["exit"] == 0
     assert fault_agent.leftovers() == []
     assert "Traceback" not in fault_agent.log_text()
 
