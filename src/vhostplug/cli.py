@@ -64,11 +64,12 @@ DEFAULT_LAB_DIR = Path("/run/vhostplug-lab")
 def lab_up(
     run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
     hugepages: bool = typer.Option(False, help="Use 2 MB hugepages instead of --no-huge."),
+    nodes: int = typer.Option(1, "--nodes", help="Lab nodes: 1, or 2 joined by an uplink per network."),
 ) -> None:
-    """Start the private OVS-DPDK and the node agent (harmless when already up)."""
-    from vhostplug.lab.stack import lab_up as _up
+    """Start the private OVS-DPDK and the node agent of each node (harmless when already up)."""
+    from vhostplug.lab.cluster import cluster_up
 
-    status = _up(run_dir, hugepages=hugepages)
+    status = cluster_up(run_dir, nodes=nodes, hugepages=hugepages)
     typer.echo(json.dumps(status, indent=2))
 
 
@@ -77,10 +78,10 @@ def lab_status(
     run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Show what the lab runs."""
-    from vhostplug.lab.stack import lab_status as _status
+    """Show what the lab runs (every node's part when it has two)."""
+    from vhostplug.lab.cluster import cluster_status
 
-    status = _status(run_dir)
+    status = cluster_status(run_dir)
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
@@ -97,10 +98,10 @@ def lab_status(
 
 @lab_app.command("down")
 def lab_down(run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state.")) -> None:
-    """Stop everything the lab started, also after a crash."""
-    from vhostplug.lab.stack import lab_down as _down
+    """Stop everything the lab started on every node, also after a crash."""
+    from vhostplug.lab.cluster import cluster_down
 
-    for line in _down(run_dir):
+    for line in cluster_down(run_dir):
         typer.echo(line)
 
 
@@ -109,11 +110,12 @@ def lab_demo(
     run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
     json_out: Path | None = typer.Option(None, "--json", help="Also write the report as JSON to this file."),
     keep: bool = typer.Option(False, help="Leave the lab running afterwards."),
+    nodes: int = typer.Option(1, "--nodes", help="Lab nodes: 1, or 2 joined by an uplink per network."),
 ) -> None:
     """Run the whole stack end to end on this machine and report."""
     from vhostplug.lab.demo import run_demo
 
-    sys.exit(run_demo(run_dir, json_out=json_out, keep=keep))
+    sys.exit(run_demo(run_dir, json_out=json_out, keep=keep, nodes=nodes))
 
 
 def main() -> None:

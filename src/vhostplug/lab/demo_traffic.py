@@ -13,10 +13,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.rate import Flow, measure
+
+if TYPE_CHECKING:
+    from vhostplug.lab.testpmd import Testpmd
 
 ENV_TESTPMD = "VHOSTPLUG_DEMO_TESTPMD"
 TRAFFIC_SECONDS = 4.0
@@ -53,36 +56,43 @@ def with_ring(vdev: str, ring: int = RING) -> str:
     return vdev if "queue_size=" in vdev else f"{vdev},queue_size={ring}"
 
 
-def run_testpmd(ctx: DemoContext) -> None:
-    from vhostplug.lab.ovs import OvsConfig
+def start_testpmd(ctx: DemoContext, ph: Any, name: str, tps: dict[str, Testpmd]) -> dict[str, Any]:
+    """testpmd in pod ``name`` of ``ctx``'s node on the ``--vdev`` podinfo prints there; put in ``tps`` before it
+    starts (so the caller stops it even when the start fails half-way). Returns the pod's report entry."""
     from vhostplug.lab.testpmd import TESTPMD, Testpmd
 
-    binary = os.environ.get(ENV_TESTPMD, TESTPMD)
+    pod = ctx.pods[name]
+    ph.doing(f"vhostplug podinfo --dpdk-args (in pod {name})")
+    out = pod.exec(vhostplug_exe(), "podinfo", "--dpdk-args", "--wait", "10", what="podinfo")
+    vdevs = [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("--vdev ")]
+    if not vdevs:
+        raise RuntimeError(f"podinfo printed no --vdev in pod {name}: {out!r}")
+    prefix = ctx.names.prefix(name[-1])
+    ctx.state.add("testpmd_prefixes", prefix)
+    tp = Testpmd(
+        [with_ring(v) for v in vdevs],
+        prefix,
+        wrap=pod.nsenter(),
+        lcores=APP_LCORES,
+        ring=RING,
+        mbufs=4 * RING,
+        memory_mb=app_memory_mb(RING),
+    )
+    tp.argv[tp.argv.index(TESTPMD)] = os.environ.get(ENV_TESTPMD, TESTPMD)
+    ph.doing(" ".join(tp.argv))
+    tps[name] = tp
+    tp.start(timeout=60)
+    return {"name": name, "vdevs": vdevs, "file_prefix": prefix}
+
+
+def run_testpmd(ctx: DemoContext) -> None:
+    from vhostplug.lab.ovs import OvsConfig
+
     with ctx.progress.phase("testpmd in the pods: traffic through OVS", [ctx.paths.agent_log]) as ph:
         tps: dict[str, Testpmd] = {}
         try:
-            for name, pod in ctx.pods.items():
-                ph.doing(f"vhostplug podinfo --dpdk-args (in pod {name})")
-                out = pod.exec(vhostplug_exe(), "podinfo", "--dpdk-args", "--wait", "10", what="podinfo")
-                vdevs = [line.split(None, 1)[1] for line in out.splitlines() if line.startswith("--vdev ")]
-                if not vdevs:
-                    raise RuntimeError(f"podinfo printed no --vdev in pod {name}: {out!r}")
-                prefix = ctx.names.prefix(name[-1])
-                ctx.state.add("testpmd_prefixes", prefix)
-                tp = Testpmd(
-                    [with_ring(v) for v in vdevs],
-                    prefix,
-                    wrap=pod.nsenter(),
-                    lcores=APP_LCORES,
-                    ring=RING,
-                    mbufs=4 * RING,
-                    memory_mb=app_memory_mb(RING),
-                )
-                tp.argv[tp.argv.index(TESTPMD)] = binary
-                ph.doing(" ".join(tp.argv))
-                tps[name] = tp  # stopped in `finally` even when start fails half-way
-                tp.start(timeout=60)
-                ctx.report["pods"].append({"name": name, "vdevs": vdevs, "file_prefix": prefix})
+            for name in ctx.pods:
+                ctx.report["pods"].append(start_testpmd(ctx, ph, name, tps))
             for name, tp in tps.items():
                 ph.doing(f"testpmd link up in pod {name} (OVS connects to the socket testpmd serves)")
                 tp.wait_link_up(0, timeout=45)

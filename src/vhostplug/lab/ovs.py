@@ -344,7 +344,7 @@ class PrivateOvs:
             return []
         return [str(r["name"]) for r in rows]
 
-    def _transact_and_wait(self, ops: list[dict[str, Any]], timeout: float = 10.0) -> None:
+    def transact_and_wait(self, ops: list[dict[str, Any]], timeout: float = 10.0) -> None:
         """Run ``ops`` with a ``next_cfg`` bump and wait until ovs-vswitchd has applied them (``cur_cfg``)."""
         bump: list[dict[str, Any]] = [
             {"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]]},
@@ -366,7 +366,7 @@ class PrivateOvs:
         if bridges and self.pids()[1] is not None:
             # delete bridges while vswitchd runs so it removes their taps itself, and wait until it has applied it
             with contextlib.suppress(ovsdb_rpc.OvsdbRpcError):
-                self._transact_and_wait(
+                self.transact_and_wait(
                     [{"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", []]}}]
                 )
         if (pid := _kill_pidfile(self.vswitchd_pidfile, "ovs-vswitchd")) is not None:

@@ -118,6 +118,11 @@ def render(report: dict[str, Any], console: Console) -> None:
             _fmt(p["tx_dropped"]),
         )
     console.print(ports)
+    if cross := report.get("cross_node"):
+        console.print(
+            f"across nodes: {cross['mpps_a_to_b']:.2f} Mpps a→b, {cross['mpps_b_to_a']:.2f} Mpps b→a "
+            f"({cross['cpu_layout']['text']}); {cross['method']}"
+        )
 
     pods = Table(title="DPDK testpmd in the pods", title_justify="left")
     for col in ("pod", "role", "rx packets", "tx packets", "rx pps (as receiver)", "tx pps (as sender)"):

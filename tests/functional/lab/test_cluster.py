@@ -1,0 +1,104 @@
+"""The two-node lab: two whole nodes on one machine (own OVS-DPDK, agent, kubelet, bridges), joined by an uplink per
+network; a testpmd pod on each node sends to the other across it, and `down` leaves nothing of either node."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tests.conftest import require_root
+from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.lab import cluster
+from vhostplug.lab.demo_context import DemoContext
+from vhostplug.lab.demo_cross import run_cross_node
+from vhostplug.lab.demo_node import start_kubelet, stop_kubelet
+from vhostplug.lab.demo_state import Names
+from vhostplug.lab.paths import LabPaths
+from vhostplug.lab.report import Progress
+
+
+@pytest.fixture
+def lab() -> Iterator[Path]:
+    require_root()
+    d = Path(tempfile.mkdtemp(prefix="vhp-2n-", dir="/tmp"))  # short: unix socket paths stay < 108 bytes
+    try:
+        yield d
+    finally:
+        cluster.cluster_down(d)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _uplink_packets(node: Path, port: str) -> tuple[int, int]:
+    endpoint = f"unix:{LabPaths(node).ovs_dir / 'db.sock'}"
+    (row,) = ovsdb_rpc.select(endpoint, "Interface", where=[["name", "==", port]], columns=["statistics"])
+    stats = ovsdb_rpc.ovs_map(row["statistics"])
+    return int(stats.get("rx_packets", 0)), int(stats.get("tx_packets", 0))
+
+
+def test_two_nodes_pods_talk_across_the_uplink_and_down_leaves_nothing(lab: Path) -> None:
+    status = cluster.cluster_up(lab, nodes=2)
+    a, b = cluster.nodes_of(lab)
+    nodes = status["nodes"]
+    assert [n["node"] for n in nodes] == ["node-a", "node-b"]
+    # nothing shared between the nodes: own OVSDB, DPDK prefix, agent, socket root, bridges
+    for key in ("ovsdb", "file_prefix", "agent_socket", "socket_root", "device_plugin_dir", "devinfo_dir"):
+        assert nodes[0][key] != nodes[1][key], key
+    assert not set(nodes[0]["bridges"]) & set(nodes[1]["bridges"])
+    assert all(n["dpdk_initialized"] and n["pid_agent"] for n in nodes)
+    for node in (a, b):  # each agent's policy and OVS are its own node's only
+        conf = json.loads(LabPaths(node).agent_config.read_text())
+        assert conf["dataplane"]["ovsdb"] == f"unix:{LabPaths(node).ovs_dir / 'db.sock'}"
+        assert all(str(node) in conf[k] for k in ("listen", "socketRoot", "stateDir"))
+    assert all(end["present"] for up in status["uplinks"] for end in up["ends"])
+    assert cluster.cluster_up(lab, nodes=2)["uplinks"] == status["uplinks"]  # up again: harmless
+
+    progress = Progress(Console(quiet=True))
+    ctx_a, ctx_b = DemoContext(a, progress), DemoContext(b, progress)
+    try:
+        for ctx in (ctx_a, ctx_b):
+            start_kubelet(ctx)
+            ctx.ovs_endpoint = f"unix:{ctx.paths.ovs_dir / 'db.sock'}"
+        cross = run_cross_node(ctx_a, ctx_b)
+    finally:
+        for ctx in (ctx_a, ctx_b):
+            stop_kubelet(ctx)
+    assert cross["mpps_a_to_b"] > 0.01 and cross["mpps_b_to_a"] > 0.01, cross
+    for flow in cross["flows"]:
+        assert flow["received"] > 0
+    # the packets crossed the uplink: node a's end sent and received at least what the flows counted
+    # (OVS publishes interface statistics every 5 s: wait for the reading that covers the flows)
+    end_a, end_b = cluster.uplink_ends(lab, "p")
+    received = {f["receiver"]: f["received"] for f in cross["flows"]}
+    deadline = time.monotonic() + 15
+    while True:
+        (rx_a, tx_a), (rx_b, tx_b) = _uplink_packets(a, end_a), _uplink_packets(b, end_b)
+        crossed = min(tx_a, rx_b) >= received["cross-y"] and min(tx_b, rx_a) >= received["cross-x"]
+        if crossed or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert crossed, (rx_a, tx_a, rx_b, tx_b, received)
+
+    done = cluster.cluster_down(lab)
+    assert any(line.startswith("node node-a:") for line in done) and any("node-b" in line for line in done)
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    for node in (a, b):
+        assert f"vhp{Names.of(node).tag}-" not in netns
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    assert end_a not in links and end_b not in links
+    assert not lab.exists()
+    assert str(lab) not in Path("/proc/mounts").read_text()
+
+
+def test_node_count_is_bounded(tmp_path: Path) -> None:
+    with pytest.raises(cluster.ClusterError, match="1 to 2 nodes"):
+        cluster.node_dirs(tmp_path, 3)
+    assert cluster.node_dirs(tmp_path, 1) == [tmp_path]
+    assert cluster.nodes_of(tmp_path) == [tmp_path]
