@@ -27,8 +27,9 @@ class DataplaneUnavailable(DataplaneError):
 class Dataplane(Protocol):
     """A userspace switch that can realise vhost-user attachments (OVS-DPDK today)."""
 
-    def health(self) -> DataplaneHealth:
-        """Liveness asked of the switch now: is the database reachable and the datapath initialised."""
+    def health(self, bridges: Sequence[str] = ()) -> DataplaneHealth:
+        """Asked of the switch now: is the database reachable, the switch alive and its datapath initialised, and
+        does each of ``bridges`` exist."""
         ...
 
     def ready(self) -> DataplaneHealth:

@@ -50,6 +50,7 @@ from vhostplug.cni.undo import Undo, roll_back
 from vhostplug.dataplane.clientsock import SocketPlacementError
 from vhostplug.kuryr import cni as kuryr_cni
 from vhostplug.model import (
+    DataplaneHealth,
     Mode,
     VhostUserPort,
     attachment_key,
@@ -478,8 +479,14 @@ class CniHandler:
         return None
 
     # -- STATUS ------------------------------------------------------------------------------------------------
+    def readiness(self) -> DataplaneHealth:
+        """Whether ADD can work now: the switch answers and is initialised, and, where the node's policy lets the
+        agent make no bridges, each allowed bridge exists (STATUS and the agent's readiness probe)."""
+        policy = self.options.policy
+        return self.dataplane.health(() if policy.may_create_bridges else policy.bridges)
+
     def status(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], version: str) -> None:
-        health = self.dataplane.health()
+        health = self.readiness()
         if not health.ok:
             raise CniError(STATUS_UNAVAILABLE, "vhostplug cannot add attachments now", health.detail)
         return None

@@ -14,7 +14,7 @@ class NoopDataplane:
     def __init__(self) -> None:
         self._ports: dict[str, VhostUserPort] = {}
 
-    def health(self) -> DataplaneHealth:
+    def health(self, bridges: Sequence[str] = ()) -> DataplaneHealth:
         return DataplaneHealth(True, True, "noop dataplane")
 
     def ready(self) -> DataplaneHealth:

@@ -266,19 +266,27 @@ class OvsDataplane:
             lock.release()
 
     # -- health ------------------------------------------------------------------------------------------------
-    def health(self) -> DataplaneHealth:
+    def health(self, bridges: Sequence[str] = ()) -> DataplaneHealth:
         """Asked now: OVSDB answers a fresh connection (the kept one may lag behind) within a second, the kept
-        connection, which ADD uses, is not reconnecting, DPDK was initialised, and ovs-vswitchd itself answers on its
-        control socket. STATUS and the agent's readiness mean what ADD will do."""
+        connection, which ADD uses, is not reconnecting, DPDK was initialised, ``bridges`` exist, and ovs-vswitchd
+        itself answers on its control socket. STATUS and the agent's readiness mean what ADD will do."""
         session = getattr(self._api.idl, "_session", None) if self._api is not None else None
         if session is not None and not session.is_connected():
             return DataplaneHealth(False, False, f"OVSDB at {self.endpoint} is not reachable (reconnecting)")
         wait = deadline.bounded(HEALTH_WAIT)
+        ops: list[dict[str, Any]] = [
+            {"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["dpdk_initialized"]},
+            {"op": "select", "table": "Bridge", "where": [], "columns": ["name"]},
+        ]
         try:
-            rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["dpdk_initialized"], timeout=wait)
+            answers = ovsdb_rpc.transact(self.endpoint, ops if bridges else ops[:1], timeout=wait)
         except ovsdb_rpc.OvsdbRpcError as exc:
             return DataplaneHealth(False, False, str(exc))
+        rows = answers[0]["rows"]
         found = _health_of(rows[0].get("dpdk_initialized") if rows else None)
+        missing = sorted(set(bridges) - {r.get("name") for r in answers[1]["rows"]}) if bridges else []
+        if found.ok and missing:
+            return DataplaneHealth(True, False, f"bridge {', '.join(missing)} does not exist (and may not be made here)")
         return found if not found.ok else self._switch_health(deadline.bounded(HEALTH_WAIT), fresh=True)
 
     def ready(self) -> DataplaneHealth:

@@ -286,6 +286,10 @@ class PrivateOvs:
 
     def restart_vswitchd(self) -> None:
         self.kill_vswitchd(signal.SIGTERM)
+        self.start_vswitchd()
+
+    def start_vswitchd(self) -> None:
+        """Start ovs-vswitchd again on the running database (after :meth:`kill_vswitchd`)."""
         # a killed vswitchd leaves the sockets of dpdkvhostuser ports behind and then fails to bind them
         for sock in self.vhost_sock_dir.glob("*"):
             if sock.is_socket():

@@ -32,6 +32,8 @@ def own_ovs() -> Iterator[PrivateOvs]:
         yield ovs
     finally:
         ovs.signal_ovsdb(signal.SIGCONT)
+        if ovs.pids()[1] is None:
+            ovs.start_vswitchd()
         ovs.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -142,3 +144,46 @@ def test_after_an_ovsdb_restart_status_means_what_add_will_do(
         assert gone["exit"] == 0, gone
     assert fault_agent.leftovers() == []
     assert "Traceback" not in fault_agent.log_text()
+
+
+def test_a_dead_vswitchd_is_not_ready_and_ready_again_within_2s_of_its_return(
+    fault_agent: AgentProc, own_ovs: PrivateOvs, unique: str
+) -> None:
+    """OVSDB keeps dpdk_initialized=true after ovs-vswitchd dies: STATUS asks the switch itself."""
+    _wait_status_ready(fault_agent)
+    kept = _run(fault_agent, "ADD", f"live{unique}")
+    assert kept["exit"] == 0, kept
+    own_ovs.kill_vswitchd(signal.SIGKILL)
+    try:
+        killed = time.monotonic()
+        status = _run(fault_agent, "STATUS")
+        assert status["exit"] == 1 and status["code"] == 50, status
+        assert time.monotonic() - killed < 2.0, status
+        assert "ovs-vswitchd" in str(status["details"]), status
+        add = _run(fault_agent, "ADD", f"dead{unique}")
+        assert add["exit"] == 1 and add["code"] == 11, add
+        prev = {"cniVersion": "1.1.0", "interfaces": kept["interfaces"], "ips": kept["ips"]}
+        check = _run(fault_agent, "CHECK", f"live{unique}", prevResult=prev)
+        assert check["exit"] == 1 and check["code"] == 11, check
+    finally:
+        own_ovs.start_vswitchd()
+    back = time.monotonic()
+    _wait_status_ready(fault_agent, limit=2.0)
+    assert time.monotonic() - back < 2.0
+    for cid in (f"live{unique}", f"dead{unique}"):
+        assert _run(fault_agent, "DEL", cid)["exit"] == 0
+    again = _run(fault_agent, "ADD", f"back{unique}")
+    assert again["exit"] == 0, again
+    assert _run(fault_agent, "DEL", f"back{unique}")["exit"] == 0
+    assert fault_agent.leftovers() == []
+    assert "Traceback" not in fault_agent.log_text()
+
+
+def test_a_missing_bridge_the_agent_may_not_make_is_not_ready(own_ovs: PrivateOvs) -> None:
+    agent = make_agent(own_ovs, bridges={"allowed": ["br-absent"], "create": False})
+    try:
+        status = _run(agent, "STATUS", bridge="br-absent")
+        assert status["exit"] == 1 and status["code"] == 50, status
+        assert "br-absent" in str(status["details"]), status
+    finally:
+        stop_agent(agent)
