@@ -1,10 +1,11 @@
-"""The seams of vhostplug, in one place: what a dataplane backend, a device source and a device kind must offer."""
+"""The seams of vhostplug, in one place: what a dataplane backend, a device source, a device kind and the DRA
+ResourceSlice publisher's API server must offer."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
@@ -134,3 +135,29 @@ class DeviceKind(Protocol):
     def rescan_seconds(self) -> float | None: ...
 
     def rescan(self) -> None: ...
+
+
+class SliceApi(Protocol):
+    """The API server as the DRA ResourceSlice publisher needs it (objects as JSON dicts).
+
+    Every method raises :class:`SliceApiError` (the HTTP status, 0 when unreachable, and the server's message) when
+    the server refuses or cannot be reached; nothing is retried here.
+    """
+
+    def list_slices(self, node: str, driver: str) -> list[dict[str, Any]]: ...
+
+    def create_slice(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    def replace_slice(self, obj: dict[str, Any]) -> dict[str, Any]: ...
+
+    def delete_slice(self, name: str) -> None: ...
+
+    def node_uid(self, node: str) -> str | None: ...
+
+
+class SliceApiError(Exception):
+    """The API server refused a ResourceSlice call (``code``: HTTP status, 0: unreachable)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(f"{code}: {message}" if code else message)
+        self.code = code

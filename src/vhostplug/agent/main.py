@@ -1,5 +1,5 @@
-"""Wiring of the node agent: configuration -> dataplane -> CNI handler and server, device plugin, client-mode socket
-relocator, metrics; runs until SIGTERM/SIGINT and then stops everything it started."""
+"""Wiring of the node agent: configuration -> dataplane -> CNI handler and server, device plugin, DRA ResourceSlice
+publisher, client-mode socket relocator, metrics; runs until SIGTERM/SIGINT and then stops everything it started."""
 
 from __future__ import annotations
 
@@ -99,6 +99,15 @@ class Agent:
             policy=config.to_policy(),
         )
         self.handler = CniHandler(self.dataplane, options)
+        self.slices: Any = None
+        if config.dra.enabled:  # built (and so validated) before anything starts
+            from vhostplug.dra.publisher import from_config as slice_publisher
+
+            try:
+                vdpa_pools = self._dp_config.vdpa if self._dp_config is not None else None
+                self.slices = slice_publisher(config.dra, options.policy, vdpa_pools)
+            except ValueError as exc:
+                raise ConfigError(f"invalid dra configuration: {exc}") from None
         self.metrics = Metrics()
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self._stop = asyncio.Event()
@@ -151,6 +160,8 @@ class Agent:
         await self.server.start()
         try:
             self._start_device_plugins()
+            if self.slices is not None:
+                self.slices.start()
             if self.config.metrics_port:
                 self.metrics.serve(self.config.metrics_port)
             LOG.info("vhostplug agent listening on %s (OVSDB %s)", self.config.listen, self.config.dataplane.ovsdb)
@@ -159,6 +170,8 @@ class Agent:
             await self.server.stop()
             if self.device_plugins is not None:
                 self.device_plugins.stop()
+            if self.slices is not None:
+                self.slices.stop()
             self.dataplane.close()
             LOG.info("vhostplug agent stopped")
 
@@ -173,6 +186,7 @@ def run(
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("ovsdbapp.backend.ovs_idl").addFilter(_OneLineOvsdbappErrors())
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # lightkube's HTTP client logs every request at INFO
     try:
         config = load(
             config_file,

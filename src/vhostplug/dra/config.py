@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from vhostplug import validation
+from vhostplug.dra.sliceconfig import SlicesConfig
 
 DRIVER_NAME = "vhostuser.vhostplug.io"
 DEFAULT_PLUGINS_DIR = Path("/var/lib/kubelet/plugins")
@@ -56,6 +57,8 @@ class DraConfig(_Strict):
     api_server: ApiServerConfig = Field(default_factory=ApiServerConfig, alias="apiServer")
     #: the versions of kubelet's DRA gRPC service served (kubelet picks the newest it knows)
     services: list[str] = Field(default_factory=lambda: ["v1", "v1beta1"], min_length=1)
+    #: what the node publishes in its ResourceSlices (see vhostplug.dra.sliceconfig)
+    slices: SlicesConfig = Field(default_factory=SlicesConfig)
 
     @field_validator("driver_name")
     @classmethod

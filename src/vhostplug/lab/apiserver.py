@@ -265,7 +265,8 @@ class ApiServer:
         return self.store.select(self.resource_for(api_version, kind, plural), namespace, lambda _: True)[1]
 
     def wait_for(self, check: Callable[[], T | None], timeout: float = 30) -> T:
-        """Wait until ``check()`` returns something other than None/False (re-checked on every write)."""
+        """Wait until ``check()`` returns something other than None/False (re-checked after every write and every
+        answered request)."""
         deadline = time.monotonic() + timeout
         with self.store.changed:
             while True:
@@ -298,6 +299,7 @@ class ApiServer:
         finally:
             with self.store.lock:
                 self._requests[at] = dataclasses.replace(entry, status=status)
+                self.store.changed.notify_all()  # wait_for() checks may look at requests too
 
     def _fault(self, method: str, path: str) -> None:
         with self.store.lock:
