@@ -94,7 +94,7 @@ class Attachment:
             ovsvhost.ID_MODE: self.mode.value,
             ovsvhost.ID_SOCKET: str(self.socket_path),
             ovsvhost.ID_IFACE: self.iface_id or self.key,
-            ovsvhost.ID_IFACE_STATUS: "active",
+            ovsvhost.ID_IFACE_STATUS: ovsvhost.IFACE_STATUS_ACTIVE,
         }
         if self.device_id:
             ids[ovsvhost.ID_DEVICE] = self.device_id

@@ -3,7 +3,8 @@ external_ids vhostplug writes and reads back, where a port's socket is, and when
 
 The backend (:mod:`vhostplug.dataplane.ovs`), the audit (:mod:`vhostplug.audit.ovs`), the lab and the kuryr mapping
 all speak through these names; adding an OVS port type means editing this module (and :class:`vhostplug.model.Mode`).
-Plain strings and pure functions only: no OVSDB access here.
+The vDPA representor ports' keys are here too (:mod:`vhostplug.vdpa.attach` writes them). Plain strings and pure
+functions only: no OVSDB access here.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ OPTION_SERVER_PATH = "vhost-server-path"
 OTHER_CONFIG_SOCK_DIR = "vhost-sock-dir"
 #: Bridge datapath type vhost-user ports need
 DATAPATH_NETDEV = "netdev"
+#: a kernel netdev on the bridge (a vDPA representor)
+TYPE_SYSTEM = "system"
 
 # -- external_ids written on the Interface at attach and read back by DEL, GC, CHECK, the relocator and the audit ----
 #: marks an interface as vhostplug's; value: the attachment key ``<container id>/<ifname>``
@@ -41,9 +44,28 @@ ID_CONFIG_FILE = "vhostplug-config-file"
 #: Neutron's keys (kuryr / os-vif attachments and Neutron agents read them)
 ID_IFACE = "iface-id"
 ID_IFACE_STATUS = "iface-status"
+IFACE_STATUS_ACTIVE = "active"
 ID_ATTACHED_MAC = "attached-mac"
 ID_VM_UUID = "vm-uuid"
 ID_KURYR_PORT = "kuryr-port-id"
+# -- external_ids of a vDPA representor port: ID_ATTACHMENT, ID_CONTAINER, ID_IFNAME, ID_NETWORK, ID_DEVINFO, the
+#    Neutron keys, and what DEL needs to give the pod's netdev and the representor back from OVSDB alone ------------
+#: marks an interface as a vDPA attachment's representor; value: the vDPA device name
+ID_VDPA_DEVICE = "vhostplug-vdpa-device"
+#: ``vhost`` or ``virtio``
+ID_VDPA_DRIVER = "vhostplug-vdpa-driver"
+#: the pod's network namespace path
+ID_NETNS = "vhostplug-netns"
+#: a virtio device's netdev as it was in the host: name, ifindex, MAC, MTU, up (``true``/``false``)
+ID_VDPA_NETDEV = "vhostplug-vdpa-netdev"
+ID_VDPA_IFINDEX = "vhostplug-vdpa-ifindex"
+ID_VDPA_MAC = "vhostplug-vdpa-mac"
+ID_VDPA_MTU = "vhostplug-vdpa-mtu"
+ID_VDPA_UP = "vhostplug-vdpa-up"
+#: the representor's own MTU and state before ADD
+ID_REP_MTU = "vhostplug-rep-mtu"
+ID_REP_UP = "vhostplug-rep-up"
+
 #: Bridge external_ids: the bridge was made by vhostplug (only those may ever be deleted by it)
 BRIDGE_MARK = "vhostplug-created"
 

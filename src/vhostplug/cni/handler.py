@@ -24,6 +24,7 @@ from typing import Any
 
 from vhostplug import deadline, deviceinfo, fsutil, ovsvhost
 from vhostplug.cni import ipam, netconf, planning, records
+from vhostplug.cni import vdpa as vdpa_verbs
 from vhostplug.cni.netconf import NetConf
 from vhostplug.cni.planning import Plan
 from vhostplug.cni.policy import NodePolicy
@@ -46,7 +47,6 @@ from vhostplug.cni.spec import (
     negotiate,
     require_verb,
 )
-from vhostplug.cni.undo import Undo, roll_back
 from vhostplug.dataplane.clientsock import SocketPlacementError
 from vhostplug.kuryr import cni as kuryr_cni
 from vhostplug.model import (
@@ -57,7 +57,7 @@ from vhostplug.model import (
     port_name_for,
 )
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
-from vhostplug.vdpa import verbs as vdpa_verbs
+from vhostplug.undo import Undo, roll_back
 from vhostplug.vdpa.attach import VdpaPolicy
 
 LOG = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, ValidationError, create_model, model_validator
 
 from vhostplug import validation
-from vhostplug.deviceplugin.configbase import SectionModel
+from vhostplug.configbase import SectionModel
 from vhostplug.deviceplugin.kinds import KINDS
 
 

@@ -1,6 +1,6 @@
 """The registry of device kinds: what the device plugin can serve, one entry per kind, and what each kind is given.
 
-Adding a kind of device means one new module with its config section (a ``configbase.SectionModel`` with
+Adding a kind of device means one new module with its config section (a ``vhostplug.configbase.SectionModel`` with
 ``resource_names()``), its source(s) (``protocols.DeviceSource``), its kind (``protocols.DeviceKind``) and a
 ``build(node, section)`` function, and one line in :data:`KINDS`. The config gains the section under the entry's key;
 the manager only loops over what the builders return.
@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from vhostplug.configbase import SectionModel
 from vhostplug.deviceplugin import socketroot, vdpa, vhostuser
-from vhostplug.deviceplugin.configbase import SectionModel
 from vhostplug.deviceplugin.types import NodeContext
 from vhostplug.protocols import DeviceKind
 

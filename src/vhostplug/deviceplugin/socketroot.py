@@ -13,8 +13,8 @@ from pathlib import Path
 import grpc
 from pydantic import field_validator
 
+from vhostplug.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
-from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.types import FixedKind, NodeContext, describe_ids, root_writable
 from vhostplug.protocols import AllocateError, DeviceState
 

@@ -20,8 +20,8 @@ import grpc
 from pydantic import Field, field_validator
 
 from vhostplug import deviceinfo, fsutil, validation
+from vhostplug.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
-from vhostplug.deviceplugin.configbase import SectionModel, check_resource_name
 from vhostplug.deviceplugin.types import FixedKind, HealthProbe, NodeContext, describe_ids, root_writable
 from vhostplug.protocols import AllocateError, DeviceState
 

@@ -1,2 +1,3 @@
-"""vDPA attachments for the CNI: find the pool's device and its representor in sysfs, move its netdev, plug the
-representor into OVS (see docs/vdpa.md)."""
+"""vDPA devices: discover them in sysfs and sort them into pools (for the device plugin, the CNI and DRA), find one
+device's representor, move its netdev, plug the representor into OVS (see docs/vdpa.md). Imports nothing of ``cni``
+or ``deviceplugin``: they import this."""

@@ -20,29 +20,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vhostplug import deviceinfo, fsutil
-from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, IO_FAILURE, CniError, convert_ips, version_tuple
-from vhostplug.cni.undo import Undo
-from vhostplug.deviceplugin.vdpa import VdpaPool
-from vhostplug.model import EXTERNAL_ID_ATTACHMENT, NetdevPort, VhostUserPort, attachment_key
+from vhostplug import deviceinfo, fsutil, ovsvhost
+from vhostplug.model import NetdevPort, VhostUserPort, attachment_key
 from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
+from vhostplug.undo import Undo
 from vhostplug.vdpa import netdev, sysfs
+from vhostplug.vdpa.discovery import VdpaPool, healthy
 
 LOG = logging.getLogger(__name__)
 
-#: external_ids key naming the vDPA device of a representor port (what marks a port as a vDPA attachment)
-ID_VDPA_DEVICE = "vhostplug-vdpa-device"
-ID_NETWORK = "vhostplug-network"
-ID_DEVINFO = "vhostplug-devinfo"
-ID_NETNS = "vhostplug-netns"
-ID_DRIVER = "vhostplug-vdpa-driver"
-ID_NETDEV = "vhostplug-vdpa-netdev"
-ID_INDEX = "vhostplug-vdpa-ifindex"
-ID_MAC = "vhostplug-vdpa-mac"
-ID_MTU = "vhostplug-vdpa-mtu"
-ID_UP = "vhostplug-vdpa-up"
-ID_REP_MTU = "vhostplug-rep-mtu"
-ID_REP_UP = "vhostplug-rep-up"
+
+class VdpaError(Exception):
+    """A vDPA step failed: ``msg`` says what, ``details`` what to do when there is something to say. The CNI verbs
+    (:mod:`vhostplug.cni.vdpa`) answer each kind with its CNI error code."""
+
+    def __init__(self, msg: str, details: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+class VdpaInputError(VdpaError):
+    """The request cannot be served as asked: no device named, a bad MAC, an unknown device, another pool's device."""
+
+
+class VdpaDeviceError(VdpaError):
+    """The device, its representor or the switch is not in a state to attach (or, for CHECK, is not as ADD left it)."""
+
+
+class VdpaRestoreError(VdpaError):
+    """DEL could not give the pod's netdev back to the host."""
 
 
 @dataclass(frozen=True)
@@ -88,10 +95,6 @@ class Added:
     ids: dict[str, str] = field(default_factory=dict)
 
 
-def _fail(code: int, exc: Exception, what: str = "") -> CniError:
-    return CniError(code, f"{what}{exc}" if what else str(exc))
-
-
 class VdpaAttacher:
     def __init__(self, dataplane: Dataplane, policy: VdpaPolicy, attach_timeout: float = 5.0) -> None:
         self.dp = dataplane
@@ -102,38 +105,34 @@ class VdpaAttacher:
     def resolve(self, req: VdpaRequest) -> sysfs.VdpaTarget:
         """Find and check the device before any side effect (unknown, unhealthy, other pool, no representor)."""
         if not req.device_id:
-            raise CniError(
-                INVALID_CONFIG,
+            raise VdpaInputError(
                 "a vDPA attachment needs runtimeConfig.deviceID (the vDPA device name or PCI address)",
                 "request the pool's resource in the pod and name it in the NetworkAttachmentDefinition's "
                 "k8s.v1.cni.cncf.io/resourceName annotation",
             )
         if req.mac and not _unicast_mac(req.mac):
-            raise CniError(
-                INVALID_CONFIG, f"runtimeConfig.mac {req.mac!r} is not a unicast MAC such as 02:00:00:00:00:01"
-            )
+            raise VdpaInputError(f"runtimeConfig.mac {req.mac!r} is not a unicast MAC such as 02:00:00:00:00:01")
         p = self.policy
         try:
             dev = sysfs.find_device(p.sysfs_root, p.dev_root, req.device_id)
         except sysfs.VdpaLookupError as exc:
-            raise _fail(INVALID_CONFIG, exc) from None
+            raise VdpaInputError(str(exc)) from None
         try:
             target = sysfs.resolve(p.sysfs_root, p.dev_root, dev.name, list(p.pools), req.pool)
         except sysfs.VdpaLookupError as exc:
-            code = INVALID_CONFIG if "pool" in str(exc) else DATAPLANE_FAILURE
-            raise _fail(code, exc) from None
+            kind = VdpaInputError if "pool" in str(exc) else VdpaDeviceError
+            raise kind(str(exc)) from None
         # one representor per device: the device is in use when its representor already is a switch port
         held = self.dp.get_port(target.representor)
         if held is not None:
             who = held.attachment_key or "something not made by vhostplug"
-            raise CniError(
-                DATAPLANE_FAILURE,
+            raise VdpaDeviceError(
                 f"vDPA device {dev.name} is in use by {who} (its representor {held.name} is on bridge {held.bridge})",
             )
         sw = self.dp.netdev_namespace()
         if netdev.get(target.representor, sw) is None:
             where = f"the namespace of the switch ({sw})" if sw else "the host namespace"
-            raise CniError(DATAPLANE_FAILURE, f"representor {target.representor} of {dev.name} is not in {where}")
+            raise VdpaDeviceError(f"representor {target.representor} of {dev.name} is not in {where}")
         return target
 
     def add(
@@ -148,27 +147,27 @@ class VdpaAttacher:
         sw = self.dp.netdev_namespace()
         rep = netdev.get(target.representor, sw)
         if rep is None:
-            raise CniError(DATAPLANE_FAILURE, f"representor {target.representor} of {dev.name} vanished")
+            raise VdpaDeviceError(f"representor {target.representor} of {dev.name} vanished")
         ids: dict[str, str] = {
-            EXTERNAL_ID_ATTACHMENT: req.key,
-            "vhostplug-container-id": req.container_id,
-            "vhostplug-ifname": req.ifname,
-            "iface-id": req.iface_id or req.key,
-            "iface-status": "active",
-            ID_NETWORK: req.network,
-            ID_VDPA_DEVICE: dev.name,
-            ID_DRIVER: dev.driver,
-            ID_NETNS: req.netns,
-            ID_REP_MTU: str(rep.mtu),
-            ID_REP_UP: str(rep.up).lower(),
+            ovsvhost.ID_ATTACHMENT: req.key,
+            ovsvhost.ID_CONTAINER: req.container_id,
+            ovsvhost.ID_IFNAME: req.ifname,
+            ovsvhost.ID_IFACE: req.iface_id or req.key,
+            ovsvhost.ID_IFACE_STATUS: ovsvhost.IFACE_STATUS_ACTIVE,
+            ovsvhost.ID_NETWORK: req.network,
+            ovsvhost.ID_VDPA_DEVICE: dev.name,
+            ovsvhost.ID_VDPA_DRIVER: dev.driver,
+            ovsvhost.ID_NETNS: req.netns,
+            ovsvhost.ID_REP_MTU: str(rep.mtu),
+            ovsvhost.ID_REP_UP: str(rep.up).lower(),
         }
         if dev.driver == "virtio":
             added = self._add_virtio(req, target, ipam_result, ids, undo)
         else:
             added = self._add_vhost(req, target, ids)
-        ids["attached-mac"] = added.mac
+        ids[ovsvhost.ID_ATTACHED_MAC] = added.mac
         if req.device_info_file:
-            ids[ID_DEVINFO] = req.device_info_file
+            ids[ovsvhost.ID_DEVINFO] = req.device_info_file
         if req.mtu:
             netdev.set_link(rep.name, sw, mtu=req.mtu)
             undo.append(lambda: netdev.set_link(rep.name, sw, mtu=rep.mtu))
@@ -180,7 +179,7 @@ class VdpaAttacher:
         except DataplaneUnavailable:
             raise
         except DataplaneError as exc:
-            raise CniError(DATAPLANE_FAILURE, str(exc)) from None
+            raise VdpaDeviceError(str(exc)) from None
         undo.append(lambda: self.dp.detach(rep.name))
         if req.device_info_file:
             path = Path(req.device_info_file)
@@ -210,21 +209,27 @@ class VdpaAttacher:
         assert dev.netdev is not None  # discovery only lists virtio devices that have a netdev
         link = netdev.get(dev.netdev)
         if link is None:
-            raise CniError(
-                DATAPLANE_FAILURE,
+            raise VdpaDeviceError(
                 f"netdev {dev.netdev} of vDPA device {dev.name} is not in the host namespace (in use by a pod?)",
             )
-        ids.update({ID_NETDEV: link.name, ID_INDEX: str(link.index), ID_MAC: link.mac, ID_MTU: str(link.mtu)})
-        ids[ID_UP] = str(link.up).lower()
+        ids.update(
+            {
+                ovsvhost.ID_VDPA_NETDEV: link.name,
+                ovsvhost.ID_VDPA_IFINDEX: str(link.index),
+                ovsvhost.ID_VDPA_MAC: link.mac,
+                ovsvhost.ID_VDPA_MTU: str(link.mtu),
+            }
+        )
+        ids[ovsvhost.ID_VDPA_UP] = str(link.up).lower()
         try:
             moved = netdev.move_into(link.name, req.netns, req.ifname, req.mac, req.mtu)
         except netdev.NetdevError as exc:
-            raise CniError(DATAPLANE_FAILURE, str(exc)) from None
+            raise VdpaDeviceError(str(exc)) from None
         undo.append(lambda: netdev.move_out(req.netns, req.ifname, link.name, link.mac, link.mtu, link.up))
         try:
             netdev.apply_ipam(req.netns, req.ifname, ipam_result.get("ips", []), ipam_result.get("routes", []))
         except netdev.NetdevError as exc:
-            raise CniError(DATAPLANE_FAILURE, str(exc)) from None
+            raise VdpaDeviceError(str(exc)) from None
         return Added(target, moved.mac, moved.mtu, req.ifname)
 
     def _add_vhost(self, req: VdpaRequest, target: sysfs.VdpaTarget, ids: dict[str, str]) -> Added:
@@ -234,7 +239,7 @@ class VdpaAttacher:
             try:
                 netdev.set_link(dev.pf_name, vf={"vf": target.vf_index, "mac": mac})
             except netdev.NetdevError as exc:
-                raise CniError(DATAPLANE_FAILURE, f"cannot set the MAC of VF {target.vf_index}: {exc}") from None
+                raise VdpaDeviceError(f"cannot set the MAC of VF {target.vf_index}: {exc}") from None
         elif mac:
             LOG.warning("PF %s of %s is not a host netdev: MAC %s only reported, not set", dev.pf_name, dev.name, mac)
         return Added(target, mac, req.mtu, dev.container_path)
@@ -244,90 +249,75 @@ class VdpaAttacher:
         """Give back what ADD made around the port (the device-info file is the caller's, from the record)."""
         ids = port.external_ids
         self.dp.detach(port.name)
-        if ids.get(ID_DRIVER) == "virtio":
-            self._return_netdev(ids, netns or ids.get(ID_NETNS) or "")
+        if ids.get(ovsvhost.ID_VDPA_DRIVER) == "virtio":
+            self._return_netdev(ids, netns or ids.get(ovsvhost.ID_NETNS) or "")
         sw = self.dp.netdev_namespace()
         try:
             if netdev.get(port.name, sw) is not None:
-                state = "up" if ids.get(ID_REP_UP) == "true" else "down"
-                mtu = int(ids.get(ID_REP_MTU) or 0) or None
+                state = "up" if ids.get(ovsvhost.ID_REP_UP) == "true" else "down"
+                mtu = int(ids.get(ovsvhost.ID_REP_MTU) or 0) or None
                 netdev.set_link(port.name, sw, state=state, **({"mtu": mtu} if mtu else {}))
         except (netdev.NetdevError, ValueError) as exc:
             LOG.info("representor %s not restored: %s", port.name, exc)
 
     def _return_netdev(self, ids: dict[str, str], netns: str) -> None:
-        name, ifname = ids.get(ID_NETDEV, ""), ids.get("vhostplug-ifname", "")
-        mac, mtu, up = ids.get(ID_MAC) or None, int(ids.get(ID_MTU) or 0) or None, ids.get(ID_UP) == "true"
+        name, ifname = ids.get(ovsvhost.ID_VDPA_NETDEV, ""), ids.get(ovsvhost.ID_IFNAME, "")
+        mac, mtu, up = (
+            ids.get(ovsvhost.ID_VDPA_MAC) or None,
+            int(ids.get(ovsvhost.ID_VDPA_MTU) or 0) or None,
+            ids.get(ovsvhost.ID_VDPA_UP) == "true",
+        )
         if netns and os.path.exists(netns):
             try:
                 if netdev.get(ifname, netns) is not None:
                     netdev.move_out(netns, ifname, name, mac, mtu, up)
                     return
             except netdev.NetdevError as exc:
-                raise CniError(IO_FAILURE, f"cannot return {ifname} to the host: {exc}") from None
+                raise VdpaRestoreError(f"cannot return {ifname} to the host: {exc}") from None
         # the pod's namespace is gone (or no longer holds it): the kernel put a physical netdev back in the host
-        found = netdev.find(None, index=int(ids.get(ID_INDEX) or 0), mac=ids.get("attached-mac") or None)
+        found = netdev.find(
+            None, index=int(ids.get(ovsvhost.ID_VDPA_IFINDEX) or 0), mac=ids.get(ovsvhost.ID_ATTACHED_MAC) or None
+        )
         if found is None and name:
             found = netdev.get(name)
         if found is None:
-            LOG.info("netdev %s of %s is gone (its namespace %s died with it)", name, ids.get(ID_VDPA_DEVICE), netns)
+            LOG.info(
+                "netdev %s of %s is gone (its namespace %s died with it)", name, ids.get(ovsvhost.ID_VDPA_DEVICE), netns
+            )
             return
         try:
             netdev.restore_host(found.index, name, mac, mtu, up)
         except netdev.NetdevError as exc:
-            raise CniError(IO_FAILURE, f"cannot rename {found.name} back to {name}: {exc}") from None
+            raise VdpaRestoreError(f"cannot rename {found.name} back to {name}: {exc}") from None
 
     # -- CHECK ---------------------------------------------------------------------------------------------------
     def check(self, req: VdpaRequest, prev: dict[str, Any], port_name: str) -> None:
         port = self.dp.get_port(port_name)
         if port is None or port.attachment_key != req.key:
-            raise CniError(DATAPLANE_FAILURE, f"the representor port {port_name} of {req.key} is not on the switch")
+            raise VdpaDeviceError(f"the representor port {port_name} of {req.key} is not on the switch")
         if port.ofport is None or port.ofport <= 0:
-            raise CniError(DATAPLANE_FAILURE, f"representor port {port.name} has no ofport ({port.status})")
+            raise VdpaDeviceError(f"representor port {port.name} has no ofport ({port.status})")
         ids = port.external_ids
-        if req.device_id and req.device_id not in (ids.get(ID_VDPA_DEVICE), _pci_of(self.policy, ids)):
-            raise CniError(DATAPLANE_FAILURE, f"{req.key} holds {ids.get(ID_VDPA_DEVICE)}, not {req.device_id}")
+        if req.device_id and req.device_id not in (ids.get(ovsvhost.ID_VDPA_DEVICE), _pci_of(self.policy, ids)):
+            raise VdpaDeviceError(f"{req.key} holds {ids.get(ovsvhost.ID_VDPA_DEVICE)}, not {req.device_id}")
         entries = [i for i in prev.get("interfaces", []) if i.get("name") == req.ifname]
         if not entries:
-            raise CniError(INVALID_CONFIG, f"prevResult has no interface {req.ifname}")
+            raise VdpaInputError(f"prevResult has no interface {req.ifname}")
         want_mac = str(entries[0].get("mac") or "")
-        if ids.get(ID_DRIVER) == "virtio":
+        if ids.get(ovsvhost.ID_VDPA_DRIVER) == "virtio":
             link = netdev.get(req.ifname, req.netns)
             if link is None:
-                raise CniError(DATAPLANE_FAILURE, f"{req.ifname} is missing from {req.netns}")
+                raise VdpaDeviceError(f"{req.ifname} is missing from {req.netns}")
             if want_mac and link.mac.lower() != want_mac.lower():
-                raise CniError(DATAPLANE_FAILURE, f"{req.ifname} has MAC {link.mac}, prevResult says {want_mac}")
+                raise VdpaDeviceError(f"{req.ifname} has MAC {link.mac}, prevResult says {want_mac}")
             have = set(netdev.addresses(req.netns, req.ifname))
             for ip in prev.get("ips", []):
                 if str(ip.get("address")) not in have:
-                    raise CniError(DATAPLANE_FAILURE, f"{req.ifname} lacks address {ip.get('address')}")
+                    raise VdpaDeviceError(f"{req.ifname} lacks address {ip.get('address')}")
         else:
-            dev = sysfs.find_device(self.policy.sysfs_root, self.policy.dev_root, ids.get(ID_VDPA_DEVICE, ""))
-            if not sysfs.healthy(dev):
-                raise CniError(DATAPLANE_FAILURE, f"{dev.health_path} of {dev.name} is missing")
-
-
-def result(version: str, req: VdpaRequest, added: Added, ipam_result: dict[str, Any]) -> dict[str, Any]:
-    """The CNI result: the representor (host side, index 0) and the pod interface (with ``sandbox``, index 1)."""
-    dev = added.target.device
-    rep = {"name": added.target.representor, "mac": added.representor_mac}
-    pod: dict[str, Any] = {"name": req.ifname, "mac": added.mac, "sandbox": req.netns}
-    if version_tuple(version) >= (1, 1, 0):
-        if dev.pci_address:
-            pod["pciID"] = dev.pci_address
-        if dev.driver == "vhost":
-            pod["socketPath"] = dev.container_path  # the char device DPDK's virtio_user opens, like a socket path
-        if added.mtu:
-            pod["mtu"] = added.mtu
-    ips = convert_ips(version, ipam_result.get("ips", []))
-    for ip in ips:
-        ip["interface"] = 1
-    out: dict[str, Any] = {"cniVersion": version, "interfaces": [rep, pod], "ips": ips}
-    if ipam_result.get("routes"):
-        out["routes"] = ipam_result["routes"]
-    if ipam_result.get("dns"):
-        out["dns"] = ipam_result["dns"]
-    return out
+            dev = sysfs.find_device(self.policy.sysfs_root, self.policy.dev_root, ids.get(ovsvhost.ID_VDPA_DEVICE, ""))
+            if not healthy(dev):
+                raise VdpaDeviceError(f"{dev.health_path} of {dev.name} is missing")
 
 
 def _unicast_mac(mac: str) -> bool:
@@ -336,6 +326,6 @@ def _unicast_mac(mac: str) -> bool:
 
 def _pci_of(policy: VdpaPolicy, ids: dict[str, str]) -> str | None:
     try:
-        return sysfs.find_device(policy.sysfs_root, policy.dev_root, ids.get(ID_VDPA_DEVICE, "")).pci_address
+        return sysfs.find_device(policy.sysfs_root, policy.dev_root, ids.get(ovsvhost.ID_VDPA_DEVICE, "")).pci_address
     except sysfs.VdpaLookupError:
         return None

@@ -1,6 +1,6 @@
 """Find one vDPA device for the CNI (by vDPA name or PCI address) and its VF representor, from sysfs.
 
-The device itself is read exactly as the vDPA pools read it (:func:`vhostplug.deviceplugin.vdpa.discover`), so the CNI
+The device itself is read exactly as the vDPA pools read it (:func:`vhostplug.vdpa.discovery.discover`), so the CNI
 and the device plugin agree on names, drivers, PF/VF and netdev. The representor is found as switchdev exposes it
 (and as sriov-network-device-plugin / OVN-Kubernetes look for it)::
 
@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from vhostplug.deviceplugin.configbase import PCI_RE
-from vhostplug.deviceplugin.vdpa import VdpaDevice, VdpaPool, discover, matches
+from vhostplug.configbase import PCI_RE
+from vhostplug.vdpa.discovery import VdpaDevice, VdpaPool, discover, healthy, matches
 
 _REP_RE = re.compile(r"^(?:c\d+)?pf(\d+)vf(\d+)$")
 _UPLINK_RE = re.compile(r"^p(\d+)$")
@@ -61,11 +61,6 @@ def find_device(sysfs_root: Path, dev_root: Path, ident: str) -> VdpaDevice:
             f"no vDPA device {ident!r} bound to vhost_vdpa or virtio_vdpa under {Path(sysfs_root) / 'bus/vdpa/devices'}"
         )
     return found[0]
-
-
-def healthy(dev: VdpaDevice) -> bool:
-    """As the pool judges it: the char device (vhost) or the netdev's sysfs folder (virtio) is there."""
-    return os.path.exists(dev.health_path)
 
 
 def pool_of(dev: VdpaDevice, pools: list[VdpaPool]) -> str | None:

@@ -23,7 +23,7 @@ from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.pods import LabPod, create_pod, delete_pod, ensure_host_dirs
 from vhostplug.lab.vdpa_parts import StandIn, build
-from vhostplug.vdpa.attach import ID_VDPA_DEVICE
+from vhostplug.ovsvhost import ID_VDPA_DEVICE
 
 VIRTIO_POOL = "vhostplug.io/vdpa_virtio"
 VHOST_POOL = "vhostplug.io/vdpa_vhost"

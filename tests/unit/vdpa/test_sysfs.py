@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vhostplug.deviceplugin.vdpa import VdpaPool, VdpaSelectors
 from vhostplug.vdpa import sysfs
+from vhostplug.vdpa.discovery import VdpaPool, VdpaSelectors
 from vhostplug.vdpa.sysfs import VdpaLookupError
 from vhostplug_testsupport.fakesys import FakeSys, standard
 

@@ -1,4 +1,5 @@
-"""ADD's undo list: each side effect pushes how to take itself back; a failed ADD runs them newest first."""
+"""An undo list: each side effect pushes how to take itself back; a failure runs them newest first (the CNI verbs
+and the vDPA attach steps share it)."""
 
 from __future__ import annotations
 

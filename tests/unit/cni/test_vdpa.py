@@ -1,11 +1,23 @@
-"""The CNI result of a vDPA ADD in each spec version."""
+"""The CNI side of a vDPA attachment: the result of ADD in each spec version, and the attach steps' errors as CNI
+error codes."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vhostplug.deviceplugin.vdpa import VdpaDevice
-from vhostplug.vdpa.attach import Added, VdpaRequest, result
+import pytest
+
+from vhostplug.cni.spec import DATAPLANE_FAILURE, INVALID_CONFIG, IO_FAILURE, CniError
+from vhostplug.cni.vdpa import cni_errors, result
+from vhostplug.vdpa.attach import (
+    Added,
+    VdpaDeviceError,
+    VdpaError,
+    VdpaInputError,
+    VdpaRequest,
+    VdpaRestoreError,
+)
+from vhostplug.vdpa.discovery import VdpaDevice
 from vhostplug.vdpa.sysfs import VdpaTarget
 
 REQ = VdpaRequest("net", "cid", "net1", "/var/run/netns/p", "vdpa0", "br-int")
@@ -45,3 +57,13 @@ def test_vhost_result_carries_the_char_device_in_1_1_only() -> None:
     pod = result("1.0.0", REQ, added("vhost"), {})["interfaces"][1]
     assert pod == {"name": "net1", "mac": "02:00:00:00:00:01", "sandbox": "/var/run/netns/p"}
     assert result("0.4.0", REQ, added("virtio"), IPAM)["ips"][0]["version"] == "4"
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [(VdpaInputError, INVALID_CONFIG), (VdpaDeviceError, DATAPLANE_FAILURE), (VdpaRestoreError, IO_FAILURE)],
+)
+def test_each_attach_error_is_answered_with_its_cni_code(error: type[VdpaError], code: int) -> None:
+    with pytest.raises(CniError) as err, cni_errors():
+        raise error("what went wrong", "what to do")
+    assert (err.value.code, err.value.msg, err.value.details) == (code, "what went wrong", "what to do")

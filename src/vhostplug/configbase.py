@@ -1,6 +1,8 @@
-"""What every device kind's config section is made of: the strict camelCase model and the shared checks.
+"""What the device plugin's config sections (and the vDPA pools the CNI and DRA read too) are made of: the strict
+camelCase model, the extended resource name check and the PCI address pattern.
 
-The sections themselves live with their kinds (``vhostuser``, ``socketroot``, ``vdpa``); ``config`` assembles them.
+The sections themselves live with their kinds (``deviceplugin/vhostuser``, ``socketroot``, ``vdpa``) and the pools with
+vDPA discovery (``vdpa/discovery``); ``deviceplugin/config`` assembles them.
 """
 
 from __future__ import annotations
