@@ -17,10 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 from vhostplug.cni.policy import NodePolicy
-from vhostplug.deviceplugin.vdpa import VdpaConfig, discover
+from vhostplug.deviceplugin.vdpa import VdpaConfig
 from vhostplug.dra.config import DraConfig
 from vhostplug.dra.slices import API_VERSION, check_config, dns_label, node_devices, slice_specs
 from vhostplug.protocols import SliceApi, SliceApiError
+from vhostplug.vdpa.discovery import discover
 
 LOG = logging.getLogger(__name__)
 JSON = dict[str, Any]

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from vhostplug.cni.policy import NodePolicy
-from vhostplug.deviceplugin.vdpa import VdpaDevice, VdpaPool, matches
 from vhostplug.dra.sliceconfig import SlicesConfig
 from vhostplug.model import Mode
+from vhostplug.vdpa.discovery import VdpaDevice, VdpaPool, matches
 
 JSON = dict[str, Any]
 API_VERSION = "resource.k8s.io/v1"

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from vhostplug.cni.policy import NodePolicy
-from vhostplug.deviceplugin.vdpa import VdpaPool, VdpaSelectors, discover
 from vhostplug.dra.sliceconfig import SlicesConfig
 from vhostplug.dra.slices import check_config, dns_label, node_devices, slice_specs
+from vhostplug.vdpa.discovery import VdpaPool, VdpaSelectors, discover
 from vhostplug_testsupport.fakesys import standard
 
 LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
