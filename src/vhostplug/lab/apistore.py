@@ -5,7 +5,8 @@ What it keeps like kube-apiserver: ``metadata.uid``, ``resourceVersion`` (one co
 ``generation`` (1 on create, bumped when anything outside ``metadata`` and ``status`` changes) and
 ``creationTimestamp`` are the server's; ``generateName``; create answers 409 AlreadyExists; an update that names a
 stale ``resourceVersion`` answers 409 Conflict; for resources with a ``status`` subresource, writes to the object keep
-its status, writes to ``/status`` change only the status, and create drops the status; a field selector names only
+its status, writes to ``/status`` change only the status (for pods also labels and annotations, as kube-apiserver's
+pod status strategy allows), and create drops the status; a field selector names only
 the fields the resource supports (for the resources it knows); errors are :class:`ApiError` carrying the ``Status``
 object kube-apiserver answers. What it does not do: namespaces need not exist, deletion is immediate (finalizers are
 kept as data only), no admission, no defaulting, no schema checks.
@@ -270,6 +271,12 @@ class Store:
                 out["status"] = new["status"]
             else:
                 out.pop("status", None)
+            if (res.group, res.plural) == ("", "pods"):  # pods/status also takes labels and annotations (as
+                for k in ("labels", "annotations"):  # kube-apiserver's pod status strategy; Multus relies on it)
+                    if k in _meta(new):
+                        _meta(out)[k] = copy.deepcopy(_meta(new)[k])
+                    else:
+                        _meta(out).pop(k, None)
         elif subresource:
             raise ApiError(404, "NotFound", f"the server could not find the requested resource ({subresource})")
         else:

@@ -3,7 +3,8 @@
 It serves ``Registration`` on ``<folder>/kubelet.sock``, connects to each plugin that registers, follows its
 ListAndWatch stream in a thread, allocates like kubelet (GetPreferredAllocation, then Allocate on healthy free
 devices), simulates a kubelet restart (the folder's sockets are wiped), and applies an allocation's mounts and
-device nodes inside a lab pod's mount namespace.
+device nodes inside a lab pod's mount namespace. Allocations made for a pod are served on kubelet's PodResources v1 API
+(:mod:`vhostplug.lab.podresources.server`) once :meth:`LabKubelet.serve_pod_resources` is called.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import grpc
 
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
 from vhostplug.deviceplugin.api import deviceplugin_pb2_grpc as pb_grpc
+from vhostplug.lab.podresources.server import Allocations, PodRef, PodResourcesServer
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,9 @@ class LabKubelet:
         self._allocated: dict[str, set[str]] = {}  # survives plugin re-registration, as kubelet's checkpoint does
         self.registrations: list[tuple[float, str, str]] = []  # (monotonic time, resource, endpoint)
         self._server: grpc.Server | None = None
+        #: (namespace, name) -> container -> resource -> device IDs (what PodResources reports)
+        self._pods: dict[tuple[str, str], dict[str, dict[str, list[str]]]] = {}
+        self._pod_resources: PodResourcesServer | None = None
 
     @property
     def socket_path(self) -> Path:
@@ -88,7 +93,26 @@ class LabKubelet:
         os.chmod(self.socket_path, 0o600)
         self._server = server
 
+    def serve_pod_resources(self, socket: Path) -> PodResourcesServer:
+        """Serve kubelet's PodResources v1 API on ``socket`` (stopped with the kubelet)."""
+        if self._pod_resources is None:
+            self._pod_resources = PodResourcesServer(socket, self.allocations)
+            self._pod_resources.start()
+        return self._pod_resources
+
+    def allocations(self) -> Allocations:
+        """A snapshot of what was allocated to pods, and of the healthy devices of each registered resource."""
+        with self._cond:
+            pods = {
+                k: {c: {r: list(ids) for r, ids in res.items()} for c, res in v.items()} for k, v in self._pods.items()
+            }
+            healthy = {r: [d.ID for d in p.devices if d.health == "Healthy"] for r, p in self._plugins.items()}
+        return Allocations(pods=pods, allocatable=healthy)
+
     def stop(self) -> None:
+        if self._pod_resources is not None:
+            self._pod_resources.stop()
+            self._pod_resources = None
         if self._server is not None:
             self._server.stop(grace=0.2).wait(2.0)
             self._server = None
@@ -206,9 +230,10 @@ class LabKubelet:
             return [d.ID for d in p.devices if d.health == "Healthy" and d.ID not in p.allocated]
 
     def allocate(
-        self, resource: str, n: int = 1, must_include: Sequence[str] = ()
+        self, resource: str, n: int = 1, must_include: Sequence[str] = (), pod: PodRef | None = None
     ) -> tuple[list[str], pb.ContainerAllocateResponse]:
-        """Pick ``n`` healthy free devices (asking the plugin's preference when offered) and Allocate them."""
+        """Pick ``n`` healthy free devices (asking the plugin's preference when offered) and Allocate them; with
+        ``pod``, the devices are that pod's container's in PodResources."""
         with self._cond:
             plugin = self._plugins.get(resource)
         if plugin is None:
@@ -236,11 +261,31 @@ class LabKubelet:
         )
         with self._cond:
             plugin.allocated.update(ids)
+            if pod is not None:
+                per = self._pods.setdefault((pod.namespace, pod.name), {}).setdefault(pod.container, {})
+                per.setdefault(resource, []).extend(ids)
         return ids, resp.container_responses[0]
 
     def release(self, resource: str, ids: Sequence[str]) -> None:
         with self._cond:
             self._allocated.setdefault(resource, set()).difference_update(ids)
+            for key, containers in list(self._pods.items()):
+                for res in containers.values():
+                    if resource in res:
+                        res[resource] = [i for i in res[resource] if i not in ids]
+                if not any(i for res in containers.values() for i in res.values()):
+                    del self._pods[key]
+
+    def release_pod(self, namespace: str, name: str) -> list[str]:
+        """The pod is gone: free every device it had; returns them."""
+        with self._cond:
+            containers = self._pods.pop((namespace, name), {})
+            freed: list[str] = []
+            for res in containers.values():
+                for resource, ids in res.items():
+                    self._allocated.setdefault(resource, set()).difference_update(ids)
+                    freed.extend(ids)
+        return freed
 
 
 def _nsenter(pid: int, *cmd: str) -> subprocess.CompletedProcess[str]:

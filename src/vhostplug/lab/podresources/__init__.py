@@ -1,0 +1,1 @@
+"""kubelet PodResources API (served by the lab kubelet)."""

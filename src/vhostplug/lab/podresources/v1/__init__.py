@@ -1,0 +1,1 @@
+"""kubelet PodResources v1 API stubs (generated from proto/vhostplug/lab/podresources/v1/api.proto)."""
