@@ -59,7 +59,7 @@ def uplink_ends(run_dir: Path, kind: str) -> tuple[str, str]:
 
 def af_packet_devargs(netdev: str) -> str:
     """DPDK's af_packet PMD on ``netdev`` (a vdev name unique per port: the PMD's name plus the netdev's)."""
-    return f"net_af_packet_{netdev},iface={netdev}"
+    return f"net_af_packet_{netdev},iface={netdev},framecnt=16384,qdisc_bypass=1"
 
 
 def _ip(*args: str) -> None:
