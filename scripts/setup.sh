@@ -34,7 +34,7 @@ stamp=.venv/.vhostplug-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing vhostplug (editable) and dev tools into .venv"
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev,libvirt]'
+  .venv/bin/pip install -q -e '.[dev,libvirt,lab]'
   touch "$stamp"
 else
   echo "setup: .venv up to date"

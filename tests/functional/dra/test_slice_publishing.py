@@ -162,3 +162,39 @@ def test_a_bad_slices_section_stops_the_agent_naming_the_key(api: ApiServer, tmp
     out = subprocess.run([VHOSTPLUG, "agent", "--config", str(tmp_path / "agent.json")], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "dra.slices.bridges.br-elsewhere" in out.stderr, out.stderr
     assert not agent.log.exists()
+
+
+def test_the_shipped_selectors_select_the_published_devices(api: ApiServer, tmp_path: Path) -> None:
+    """deploy/dra's DeviceClasses and the example claim's selectors, evaluated by cel-python against the devices
+    the agent published: each class takes exactly its kind, the claim exactly the server-mode slots of br-vhost."""
+    import yaml
+
+    from tests.conftest import REPO
+    from vhostplug.lab.dracel import matches
+
+    docs = [d for f in sorted((REPO / "deploy" / "dra").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+    classes = {d["metadata"]["name"]: [s["cel"]["expression"] for s in d["spec"]["selectors"]] for d in docs if d["kind"] == "DeviceClass"}  # fmt: skip
+    (template,) = [d for d in docs if d["kind"] == "ResourceClaimTemplate"]
+    (request,) = template["spec"]["spec"]["devices"]["requests"]
+    claim_selectors = [s["cel"]["expression"] for s in request["exactly"]["selectors"]]
+    agent = Agent(tmp_path, api, {"slotsPerBridge": 2, "bridges": {"br_fast": {"modes": ["client"]}}})
+    for s in _slices(api):  # the earlier test's node: start from a clean pool
+        api.store.delete(api.resource_for("resource.k8s.io/v1", "ResourceSlice"), "", s["metadata"]["name"])
+    agent.start()
+    try:
+        generation = api.wait_for(lambda: next((s["spec"]["pool"]["generation"] for s in _slices(api)), None), timeout=60)  # fmt: skip
+        devices = _published(api, agent, generation)
+    finally:
+        agent.stop()
+    (driver,) = {s["spec"]["driver"] for s in _slices(api)}
+
+    def chosen(selectors: list[str]) -> set[str]:
+        return {d["name"] for d in devices if all(matches(e, driver, d) for e in selectors)}
+
+    names = {d["name"] for d in devices}
+    assert chosen(classes["vhostuser.vhostplug.io"]) == {n for n in names if n.startswith("vhu-")} and len(names) > 4
+    assert chosen(classes["vdpa.vhostplug.io"]) == {"vdpa-vdpa0", "vdpa-vdpa1", "vdpa-vdpa2"}
+    wanted = chosen(classes[request["exactly"]["deviceClassName"]] + claim_selectors)
+    assert wanted == {"vhu-br-vhost-0", "vhu-br-vhost-1"}  # br_fast's slots are client-mode only here
+    # a device of another driver is not taken by our classes
+    assert not any(matches(e, "gpu.example.com", devices[0]) for e in classes["vhostuser.vhostplug.io"])

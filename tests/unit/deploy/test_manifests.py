@@ -22,6 +22,8 @@ DEPLOY = REPO / "deploy"
 #: The Kubernetes versions docs/deploy.md claims: the oldest supported and the newest kubernetes-validate knows.
 OLDEST = "1.30"
 VERSIONS = [OLDEST, ".".join(latest_version().split(".")[:2])]
+#: DRA objects (deploy/dra/, resource.k8s.io/v1) exist from Kubernetes 1.34: checked there and at the newest.
+DRA_OLDEST = "1.34"
 #: Kinds of other projects' APIs whose schemas kubernetes-validate does not ship and we do not vendor: they are
 #: checked for what vhostplug relies on by tests/unit/kubevirt/test_deploy.py and below, not against a schema.
 NOT_SCHEMA_CHECKED = {("kubevirt.io/v1", "KubeVirt"), ("kubevirt.io/v1", "VirtualMachineInstance")} | {
@@ -93,6 +95,8 @@ def test_deploy_has_the_objects_we_expect() -> None:
 def test_object_passes_the_kubernetes_schema(obj: tuple[Path, dict[str, Any]], version: str) -> None:
     _, doc = obj
     key = (doc["apiVersion"], doc["kind"])
+    if doc["apiVersion"].startswith("resource.k8s.io/") and version == OLDEST:
+        version = DRA_OLDEST
     if key == NAD:
         registry: referencing.Registry[Any] = _definitions(version) @ referencing.Registry()
         jsonschema.Draft202012Validator(NAD_SCHEMA, registry=registry).validate(doc)
@@ -204,17 +208,40 @@ def test_the_agent_gets_no_kubernetes_api_access() -> None:
     assert pod.get("serviceAccountName", "default") not in bound
 
 
+def _role_of(sa: str, namespace: str) -> dict[str, Any]:
+    """The one ClusterRole bound to a service account (and that no other subject is bound to it)."""
+    subject = {"kind": "ServiceAccount", "name": sa, "namespace": namespace}
+    (binding,) = [b for b in _by_kind("ClusterRoleBinding") if subject in b["subjects"]]
+    assert binding["subjects"] == [subject]
+    (role,) = [r for r in _by_kind("ClusterRole") if r["metadata"]["name"] == binding["roleRef"]["name"]]
+    return role
+
+
 def test_the_webhook_may_only_read_network_attachment_definitions() -> None:
-    (role,) = _by_kind("ClusterRole")
+    (dep,) = _by_kind("Deployment")
+    role = _role_of(dep["spec"]["template"]["spec"]["serviceAccountName"], dep["metadata"]["namespace"])
     assert role["rules"] == [
         {"apiGroups": ["k8s.cni.cncf.io"], "resources": ["network-attachment-definitions"], "verbs": ["get"]}
     ]
     assert not _by_kind("Role")
-    (binding,) = _by_kind("ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    (dep,) = _by_kind("Deployment")
-    sa = dep["spec"]["template"]["spec"]["serviceAccountName"]
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa, "namespace": dep["metadata"]["namespace"]}]
+    assert len(_by_kind("ClusterRoleBinding")) == len(_by_kind("ClusterRole")) == 2  # the webhook's, DRA's
+
+
+def test_the_dra_agent_may_only_publish_slices_and_prepare_claims() -> None:
+    (sa,) = [a for a in _by_kind("ServiceAccount") if a["metadata"]["name"] == "vhostplug-dra"]
+    role = _role_of("vhostplug-dra", sa["metadata"]["namespace"])
+    rules = {(g, r): sorted(rule["verbs"]) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}  # fmt: skip
+    assert rules == {
+        ("resource.k8s.io", "resourceslices"): sorted(["get", "list", "watch", "create", "update", "patch", "delete"]),
+        ("resource.k8s.io", "resourceclaims"): ["get"],
+        ("resource.k8s.io", "resourceclaims/status"): ["patch", "update"],
+        ("", "nodes"): ["get"],
+    }
+    # the device plugin DaemonSet keeps no API access (test above); the DeviceClasses select our driver's devices
+    classes = {c["metadata"]["name"]: c["spec"]["selectors"] for c in _by_kind("DeviceClass")}
+    assert set(classes) == {"vhostuser.vhostplug.io", "vdpa.vhostplug.io"}
+    for selectors in classes.values():
+        assert all('device.driver == "vhostuser.vhostplug.io"' in s["cel"]["expression"] for s in selectors)
 
 
 def test_the_webhook_is_scoped() -> None:
