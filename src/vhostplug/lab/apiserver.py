@@ -116,7 +116,7 @@ def _answer(status: int, body: Any) -> web.Response:
     return web.Response(status=status, body=json.dumps(body).encode(), content_type="application/json")
 
 
-@dataclass
+@dataclass(repr=False)
 class ApiServer:
     """The stand-in kube-apiserver; ``tls_dir`` set: HTTPS with a fresh self-signed certificate there."""
 
@@ -188,6 +188,9 @@ class ApiServer:
         thread.join(30)
         loop.close()
         self._loop = self._thread = self._runner = None
+
+    def __repr__(self) -> str:
+        return f"ApiServer({self.url}, {len(self.store.objects)} objects, {len(self._requests)} requests)"
 
     def __enter__(self) -> ApiServer:
         return self.start()
