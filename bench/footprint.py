@@ -36,7 +36,7 @@ from typing import Any
 
 from vhostplug.cni.install import install_shim
 from vhostplug.lab.kubelet import LabKubelet
-from vhostplug_testsupport.webhook import review_body, running_api, start_webhook
+from vhostplug_testsupport.webhook import nad_hits, post_at_once, review_body, running_api, start_webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "footprint.json"
@@ -114,6 +114,72 @@ def send_raw(port: int, ctx: ssl.SSLContext, head: bytes, body_bytes: int) -> by
             return tls.recv(64)
         except (ConnectionResetError, ssl.SSLError):
             return b""
+
+
+def concurrent_reviews(port: int, ctx: ssl.SSLContext, bodies: list[bytes]) -> tuple[dict[int, int], float]:
+    """Every review sent at once on its own TLS connection: the HTTP statuses counted, and the seconds to the last
+    answer."""
+    answers, seconds = post_at_once(port, ctx, bodies)
+    counts: dict[int, int] = {}
+    for status, _ in answers:
+        counts[status] = counts.get(status, 0) + 1
+    return counts, round(seconds, 2)
+
+
+def bench_concurrency(work: Path, levels: list[int]) -> dict[str, Any]:
+    """RSS after 50/100/200/400 reviews sent at once (one process, rising levels, each on its own connections), then
+    after 20 reviews of a 5 MB pod at once (and 2 s later); and the API reads a cold cache makes when 100 reviews
+    naming the same 6 NADs arrive at once (a second process)."""
+    six = [f"net{i}" for i in range(6)]
+    nads: dict[tuple[str, str], dict[str, str] | int] = {
+        ("default", "vhu-net"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
+        ("default", "plain"): {},
+        **{("default", n): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"} for n in six},
+    }
+    tls_dir = work / "tls"
+    tls_dir.mkdir()
+    out: dict[str, Any] = {"levels": {}}
+    with running_api(tls_dir, nads) as api:
+        hook = start_webhook(api, tls_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            pid = hook.proc.pid
+            out["start_mb"] = rss(pid)
+            for level in levels:
+                bodies = [json.dumps(review_body(ordinary_pod(i), uid=f"c{level}-{i}")).encode() for i in range(level)]
+                statuses, seconds = concurrent_reviews(hook.port, hook.context(), bodies)
+                out["levels"][str(level)] = {"rss_mb": rss(pid), "statuses": statuses, "seconds": seconds}
+            big = json.dumps(review_body(large_pod(), uid="big")).encode()
+            statuses, seconds = concurrent_reviews(hook.port, hook.context(), [big] * 20)
+            out["large_at_once"] = {
+                "reviews": 20,
+                "bytes_each": len(big),
+                "statuses": statuses,
+                "seconds": seconds,
+                "rss_mb": rss(pid),
+            }
+            del big
+            time.sleep(2)
+            out["large_at_once"]["after_settle_mb"] = rss(pid)
+            out["peak_mb"] = status_mb(pid)["VmHWM"]
+        finally:
+            hook.stop()
+        hook = start_webhook(api, tls_dir, stem="cold", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            before = sum(nad_hits(api, "default", n) for n in six)
+            pod = ordinary_pod(0)
+            pod["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = ", ".join(six)
+            bodies = [json.dumps(review_body(pod, uid=f"cold-{i}")).encode() for i in range(100)]
+            statuses, seconds = concurrent_reviews(hook.port, hook.context(), bodies)
+            out["cold_cache"] = {
+                "reviews": 100,
+                "nads": 6,
+                "api_reads": sum(nad_hits(api, "default", n) for n in six) - before,
+                "statuses": statuses,
+                "seconds": seconds,
+            }
+        finally:
+            hook.stop()
+    return out
 
 
 def bench_webhook(work: Path, ordinary: int) -> dict[str, Any]:
@@ -256,7 +322,7 @@ def within(result: dict[str, Any]) -> bool:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ordinary", type=int, default=1000, help="ordinary requests per component")
-    ap.add_argument("--only", choices=("agent", "webhook"), default=None)
+    ap.add_argument("--only", choices=("agent", "webhook", "concurrency"), default=None)
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="vhp-fp-", dir="/tmp"))
     try:
@@ -273,11 +339,18 @@ def main() -> int:
                 result[name] = fn(work / name, args.ordinary)
                 result[name]["within_limit"] = within(result[name])
                 print(name, json.dumps(result[name]), flush=True)
+        if args.only in (None, "webhook", "concurrency"):
+            (work / "concurrency").mkdir()
+            conc = bench_concurrency(work / "concurrency", [50, 100, 200, 400])
+            conc["within_limit"] = all(v["rss_mb"] <= LIMIT_MB for v in conc["levels"].values())
+            result["webhook_concurrency"] = conc
+            print("webhook_concurrency", json.dumps(conc), flush=True)
         if args.only is None:
             OUT.parent.mkdir(parents=True, exist_ok=True)
             OUT.write_text(json.dumps(result, indent=2) + "\n")
         print(json.dumps(result, indent=2))
-        return 0 if all(result[n]["within_limit"] for n in ("webhook", "agent") if n in result) else 1
+        names = ("webhook", "agent", "webhook_concurrency")
+        return 0 if all(result[n]["within_limit"] for n in names if n in result) else 1
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -4,11 +4,13 @@ and benches.
 :func:`running_api` serves NetworkAttachmentDefinitions from a :class:`~vhostplug.lab.apiserver.ApiServer` over
 HTTPS (its request log lets a test prove that nothing else was requested); :func:`start_webhook` runs
 ``vhostplug webhook`` against it with a kubeconfig and a self-signed certificate, and :class:`Webhook` posts reviews
-to it over TLS.
+to it over TLS and asks its health port; :func:`post_at_once` sends many reviews together. A test holds the NAD
+answers (:func:`hold_nads`) to see how many reads the webhook has under way at once (:func:`nads_in_flight`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import http.client
@@ -58,6 +60,16 @@ def nad_hits(api: ApiServer, ns: str, name: str) -> int:
     return sum(1 for r in api.requests if r.method == "GET" and r.path == path)
 
 
+def hold_nads(api: ApiServer) -> None:
+    """Leave every NAD read unanswered until ``api.release()``."""
+    api.hold("GET", NAD_PATH.split("{ns}")[0])
+
+
+def nads_in_flight(api: ApiServer) -> int:
+    """NAD reads asked and not answered yet."""
+    return len(api.in_flight("GET", NAD_PATH.split("{ns}")[0]))
+
+
 def paths(api: ApiServer) -> list[str]:
     """Every path requested so far (as sent), in order."""
     return [r.path for r in api.requests]
@@ -87,6 +99,47 @@ def review_body(pod: Any, uid: str = "u-1", namespace: Any = "default", kind: st
     }
 
 
+async def _one_post(port: int, ctx: ssl.SSLContext, body: bytes, start: asyncio.Event) -> tuple[int, bytes]:
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx, server_hostname="localhost")
+    except (ConnectionError, ssl.SSLError):
+        return 0, b""
+    try:
+        await start.wait()
+        head = "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        head += f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        writer.write(head.encode() + body)
+        await writer.drain()
+        answer = await reader.read()
+        status = int(answer[9:12] or 0)
+        return status, answer.partition(b"\r\n\r\n")[2]
+    except (ConnectionError, ssl.SSLError):
+        return 0, b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+def post_at_once(
+    port: int, ctx: ssl.SSLContext, bodies: list[bytes], settle: float = 0.5
+) -> tuple[list[tuple[int, bytes]], float]:
+    """POST every body to /mutate at once, each on its own TLS connection (opened first; ``settle`` seconds are given
+    to the handshakes, so the reviews rather than the handshakes are what arrives together). The ``(status, body)``
+    of each answer in order (status 0: the connection failed), and the seconds from the send to the last answer."""
+
+    async def run() -> tuple[list[tuple[int, bytes]], float]:
+        start = asyncio.Event()
+        tasks = [asyncio.create_task(_one_post(port, ctx, b, start)) for b in bodies]
+        await asyncio.sleep(settle)
+        t0 = time.monotonic()
+        start.set()
+        answers = await asyncio.gather(*tasks)
+        return list(answers), time.monotonic() - t0
+
+    return asyncio.run(run())
+
+
 @dataclass
 class Webhook:
     """A running `vhostplug webhook` process and a TLS client for it."""
@@ -95,6 +148,17 @@ class Webhook:
     port: int
     cert: Path
     key: Path
+    health_port: int = 0
+
+    def health(self, path: str, timeout: float = 10) -> tuple[int, Any]:
+        """GET ``path`` on the plain-HTTP health port; the status and the decoded JSON answer."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.health_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
 
     def context(self) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(self.cert))
@@ -140,9 +204,10 @@ def start_webhook(api: ApiServer, tls_dir: Path, *extra: str, stem: str = "webho
     """Start `vhostplug webhook` (this interpreter's entry point) against ``api``; wait until it listens."""
     kubeconfig = api.kubeconfig(tls_dir / f"{stem}.kubeconfig")
     cert, key = make_cert(tls_dir, stem)
-    port = free_port()
+    port, health_port = free_port(), free_port()
     cmd = [sys.executable, "-m", "vhostplug.cli", "webhook", "--cert", str(cert), "--key", str(key)]
-    cmd += ["--host", "127.0.0.1", "--port", str(port), "--kubeconfig", str(kubeconfig), "--cache-ttl", "60", *extra]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--kubeconfig", str(kubeconfig), "--cache-ttl", "60"]
+    cmd += ["--health-port", str(health_port), *extra]
     proc = subprocess.Popen(cmd, **popen)
     deadline = time.monotonic() + 20
     while True:
@@ -156,4 +221,4 @@ def start_webhook(api: ApiServer, tls_dir: Path, *extra: str, stem: str = "webho
                 proc.kill()
                 raise RuntimeError("webhook did not listen within 20 s") from None
             time.sleep(0.1)
-    return Webhook(proc, port, cert, key)
+    return Webhook(proc, port, cert, key, health_port)

@@ -4,7 +4,8 @@
   starts with the ConfigMap's agent.yaml, with the DaemonSet's command, host network, privilege and mounts (each
   hostPath volume is a private folder of the test, the OVS run folder is the private OVS-DPDK's, /sys and /dev are the
   host's); a CNI ADD through the installed shim makes a port and the agent's metrics count it;
-- the webhook Deployment (deploy/kubevirt/webhook.yaml): its args on the image's entry point, TLS from a mounted
+- the webhook Deployment (deploy/kubevirt/webhook.yaml): its args on the image's entry point (its liveness and
+  readiness probes answered on the port they name), TLS from a mounted
   certificate, NetworkAttachmentDefinitions read from a stand-in API server through a kubeconfig; it answers an
   AdmissionReview with the device request.
 
@@ -330,9 +331,10 @@ def test_webhook_runs_from_the_image(runtime: Runtime, image: str) -> None:
     (root / "kube" / "config").write_text(yaml.safe_dump(kubeconfig))
     assert api.cert is not None
     shutil.copy(api.cert, root / "kube" / "ca.crt")
-    port = free_port()
-    # the Deployment's args on the image's entry point; only the port differs (the test shares the host network)
-    command = [a if a != "8443" else str(port) for a in argv(container)] + ["--kubeconfig", "/kube/config"]
+    port, health_port = free_port(), free_port()
+    # the Deployment's args on the image's entry point; only the ports differ (the test shares the host network)
+    ports = {"8443": str(port), "8081": str(health_port)}
+    command = [ports.get(a, a) for a in argv(container)] + ["--kubeconfig", "/kube/config"]
     assert command[:2] == ["vhostplug", "webhook"], command
     ctx_sec = container["securityContext"]
     if ctx_sec.get("runAsUser") is not None:  # ctr 1.6 has no --user: drop to the Deployment's user in the container
@@ -380,6 +382,13 @@ def test_webhook_runs_from_the_image(runtime: Runtime, image: str) -> None:
         # the device request the NAD's resourceName asks for (JSON pointer: "/" in a key is "~1")
         ops = {op["path"]: op.get("value") for op in patch}
         assert ops.get("/spec/containers/0/resources/limits/vhostplug.io~1vhostuser") == "1", patch
+        # the Deployment's probes, on the port they name, answer 200
+        named = {p["name"]: p["containerPort"] for p in container["ports"] if "name" in p}
+        for probe in ("livenessProbe", "readinessProbe"):
+            get = container[probe]["httpGet"]
+            assert named.get(get["port"], get["port"]) == 8081 and get.get("scheme", "HTTP") == "HTTP", get
+            with urllib.request.urlopen(f"http://127.0.0.1:{health_port}{get['path']}", timeout=10) as resp:
+                assert resp.status == 200 and json.loads(resp.read())["status"] in ("ok", "ready")
     finally:
         task.stop()
         api.stop()

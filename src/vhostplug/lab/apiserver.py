@@ -133,6 +133,7 @@ class ApiServer:
     _thread: threading.Thread | None = None
     _runner: web.AppRunner | None = None
     _watches: set[asyncio.Queue[Event | None]] = field(default_factory=set)
+    _held: list[tuple[str, str, asyncio.Event]] = field(default_factory=list)
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
@@ -234,6 +235,25 @@ class ApiServer:
         with self.store.lock:
             self._faults.append(_Fault(method.upper(), path, code, times))
 
+    def hold(self, method: str, path_prefix: str) -> None:
+        """Leave every request of ``method`` whose path (as sent) starts with ``path_prefix`` unanswered until
+        :meth:`release`: a test sees how many such requests its client has under way at once (:meth:`in_flight`)."""
+        with self.store.lock:
+            self._held.append((method.upper(), path_prefix, asyncio.Event()))
+
+    def release(self) -> None:
+        """Answer every held request, and hold no more."""
+        with self.store.lock:
+            held, self._held = self._held, []
+        loop = self._loop
+        for *_, event in held:
+            if loop is not None:
+                loop.call_soon_threadsafe(event.set)
+
+    def in_flight(self, method: str, path_prefix: str = "") -> list[Request]:
+        """The requests of ``method`` under ``path_prefix`` not answered yet."""
+        return [r for r in self.requests if r.status == 0 and r.method == method and r.path.startswith(path_prefix)]
+
     def resource_for(self, api_version: str, kind: str, plural: str | None = None) -> Resource:
         """The resource of ``kind`` in ``api_version`` (``plural`` names one it does not know)."""
         group, _, version = api_version.rpartition("/")
@@ -291,8 +311,12 @@ class ApiServer:
         with self.store.lock:
             at = len(self._requests)
             self._requests.append(entry)  # first: a WATCH is logged while it runs
+            self.store.changed.notify_all()  # wait_for() may wait for a request to arrive
+            held = [e for m, prefix, e in self._held if m == entry.method and entry.path.startswith(prefix)]
         status = 500
         try:
+            for event in held:
+                await event.wait()
             response = await self._serve(request, body, ctype, query)
             status = response.status
             return response

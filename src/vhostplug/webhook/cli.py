@@ -42,6 +42,22 @@ def webhook(
         "--header-timeout",
         help="Seconds a client has for its TLS handshake, its request head, and its body; idle close.",
     ),
+    max_connections: int = typer.Option(
+        64, "--max-connections", min=1, help="Client connections at once (~300 kB each); more wait to be accepted."
+    ),
+    max_reviews: int = typer.Option(8, "--max-reviews", min=1, help="Reviews read, decoded and answered at once."),
+    max_review_bytes: int = typer.Option(
+        8 * 1024 * 1024, "--max-review-bytes", min=1, help="Bytes the bodies of those reviews may announce together."
+    ),
+    max_waiting: int = typer.Option(256, "--max-waiting", min=0, help="Reviews that may wait for a slot; more: 429."),
+    queue_timeout: float = typer.Option(
+        3.0, "--queue-timeout", help="Seconds a review may wait for a slot before 429 (below the webhook's timeout)."
+    ),
+    health_port: int = typer.Option(
+        0,
+        "--health-port",
+        help="Also answer /healthz and /readyz over plain HTTP on this port (for the kubelet's probes).",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the mutating admission webhook (HTTPS)."""
@@ -50,11 +66,25 @@ def webhook(
 
     from vhostplug.webhook.config import WebhookConfig
     from vhostplug.webhook.resolver import LightkubeResolver
-    from vhostplug.webhook.server import serve
+    from vhostplug.webhook.server import Limits, serve
+
+    if queue_timeout <= 0:
+        raise typer.BadParameter("must be more than 0", param_hint="--queue-timeout")
+    limits = Limits(max_connections, max_reviews, max_review_bytes, max_waiting, queue_timeout)
 
     async def main() -> None:
         resolver = LightkubeResolver.from_kubeconfig(kubeconfig, ttl=cache_ttl)
         config = WebhookConfig(resource_prefix=resource_prefix, links_dir=links_dir)
-        await serve(host, port, cert, key, resolver, config, header_timeout=header_timeout)
+        await serve(
+            host,
+            port,
+            cert,
+            key,
+            resolver,
+            config,
+            header_timeout=header_timeout,
+            limits=limits,
+            health_port=health_port or None,
+        )
 
     asyncio.run(main())

@@ -2,11 +2,13 @@
 
 Owns: :class:`NadResolver` (the seam the review asks; it stays here rather than in ``vhostplug.protocols`` so the
 webhook process never imports the node's models), :class:`LightkubeResolver` (a TTL cache of ``resourceName`` per
-``(namespace, name)``, bounded at :data:`MAX_CACHE` entries) and :class:`ResolveError` (the API could not answer).
+``(namespace, name)``, bounded at :data:`MAX_CACHE` entries; concurrent misses for one NAD share one API read) and
+:class:`ResolveError` (the API could not answer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +47,10 @@ class LightkubeResolver:
     client: Any
     ttl: float = 30.0
     cache: dict[tuple[str, str], tuple[float, str | None]] = field(default_factory=dict)
+    #: the read under way per NAD: every review that misses while it runs awaits it (single flight)
+    reading: dict[tuple[str, str], asyncio.Task[str | None]] = field(default_factory=dict)
+    #: API reads made (each a GET of one NAD)
+    reads: int = 0
 
     @classmethod
     def from_kubeconfig(cls, kubeconfig: Path | None, ttl: float = 30.0) -> LightkubeResolver:
@@ -54,13 +60,28 @@ class LightkubeResolver:
         return cls(AsyncClient(config=config), ttl)
 
     async def resource_of(self, namespace: str, name: str) -> str | None:
+        key = (namespace, name)
+        hit = self.cache.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        task = self.reading.get(key)
+        if task is None:
+            task = asyncio.create_task(self._read(key))
+            self.reading[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        # shielded: a caller that goes away does not cancel the read the others wait for
+        return await asyncio.shield(task)
+
+    def _done(self, key: tuple[str, str], task: asyncio.Task[str | None]) -> None:
+        self.reading.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved here: every caller may have gone before it ended
+
+    async def _read(self, key: tuple[str, str]) -> str | None:
         from lightkube.generic_resource import create_namespaced_resource
 
-        key = (namespace, name)
-        now = time.monotonic()
-        hit = self.cache.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        namespace, name = key
+        self.reads += 1
         nad = create_namespaced_resource(
             "k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", "network-attachment-definitions"
         )
@@ -68,11 +89,13 @@ class LightkubeResolver:
             # lightkube joins the path from these as given: escape them (callers validate them too)
             obj = await self.client.get(nad, name=quote(name, safe=""), namespace=quote(namespace, safe=""))
         except Exception as exc:  # ApiError, httpx status errors, transport errors (refused, TLS, timeouts)
+            now = time.monotonic()
             if _http_status(exc) == 404:
                 if len(self.cache) < MAX_CACHE:
                     self.cache[key] = (now + self.ttl, None)
                 return None
             raise ResolveError(f"reading NetworkAttachmentDefinition {namespace}/{name}: {exc}") from exc
+        now = time.monotonic()
         annotations = (obj.metadata.annotations or {}) if obj.metadata else {}
         resource = annotations.get(RESOURCE_ANNOTATION) or None
         if resource is not None and not isinstance(resource, str):

@@ -5,7 +5,12 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import time
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from vhostplug_testsupport.webhook import ApiServer, put_nad
 
 NADS: dict[tuple[str, str], dict[str, str] | int] = {
     ("default", "vhu-net"): {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"},
@@ -64,3 +69,25 @@ def net_pod(networks: str) -> dict[str, Any]:
         "metadata": {"annotations": {"k8s.v1.cni.cncf.io/networks": networks}},
         "spec": {"containers": [{"name": "a"}]},
     }
+
+
+def ours(api: ApiServer, *names: str) -> None:
+    """Make ``names`` (namespace ``default``) vhostplug networks at the stand-in API."""
+    for name in names:
+        put_nad(api, "default", name, {"k8s.v1.cni.cncf.io/resourceName": "vhostplug.io/vhostuser"})
+
+
+def wait_for(what: Callable[[], bool], timeout: float = 20.0, message: str = "") -> None:
+    """Poll ``what`` (a question to the real process) until it holds; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while not what():
+        assert time.monotonic() < deadline, message or "condition not reached"
+        time.sleep(0.05)
+
+
+def rss_mb(pid: int) -> float:
+    """``VmRSS`` of ``pid`` in MB (10^6 bytes), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024 / 1e6
+    raise AssertionError(f"no VmRSS for {pid}")

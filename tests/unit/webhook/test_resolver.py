@@ -1,11 +1,25 @@
-"""NAD lookups through the Kubernetes API: cached, escaped in the URL, an API failure a clear 503 denial."""
+"""NAD lookups through the Kubernetes API: cached, one read per NAD however many reviews miss at once, escaped in
+the URL, an API failure a clear 503 denial."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from vhostplug_testsupport.webhook import ApiServer, Webhook, nad_hits, paths, put_nad
+from tests.unit.webhook.pods import net_pod, ours, patched, wait_for
+from vhostplug_testsupport.webhook import (
+    ApiServer,
+    Webhook,
+    hold_nads,
+    nad_hits,
+    nads_in_flight,
+    paths,
+    put_nad,
+    review_body,
+    start_webhook,
+)
 
 
 def test_nad_lookups_are_cached(webhook: Webhook, api: ApiServer) -> None:
@@ -53,3 +67,32 @@ def test_the_resolver_escapes_names_in_the_url(api: ApiServer, tls_dir: Path) ->
     )
     assert seen[1].endswith("/vh%23frag")
     assert not any("/secrets/" in p for p in seen)
+
+
+def test_concurrent_misses_for_one_nad_make_one_api_read(api: ApiServer, tls_dir: Path) -> None:
+    """20 reviews naming the same 6 uncached NADs (each list rotated, so they ask in different orders) at once: the
+    API is asked 6 times, once per NAD; the reviews that missed while a read was under way waited for it."""
+    nets = [f"sf-{i}" for i in range(6)]
+    ours(api, *nets)
+    pods = [net_pod(", ".join(nets[i % 6 :] + nets[: i % 6])) for i in range(20)]
+    bodies = [json.dumps(review_body(pod, uid=f"sf{i}")).encode() for i, pod in enumerate(pods)]
+    hook = start_webhook(api, tls_dir, "--max-reviews", "20", stem="sf")
+    hold_nads(api)
+    try:
+        with ThreadPoolExecutor(20) as pool:
+            futures = [pool.submit(hook.post, b) for b in bodies]
+            wait_for(lambda: hook.health("/readyz")[1]["reviews"]["in_flight"] == 20, message="20 reviews in flight")
+            # every review waits on its first NAD: six reads, one per NAD
+            api.wait_for(lambda: nads_in_flight(api) >= 6)
+            assert nads_in_flight(api) == 6
+            api.release()
+            answers = [f.result(60) for f in futures]
+    finally:
+        api.release()
+        hook.stop()
+    for pod, (status, out) in zip(pods, answers, strict=True):
+        assert status == 200 and out["response"]["allowed"] is True, out
+        assert patched(out["response"], pod)["spec"]["containers"][0]["resources"]["requests"] == {
+            "vhostplug.io/vhostuser": "6"
+        }
+    assert {n: nad_hits(api, "default", n) for n in nets} == {n: 1 for n in nets}

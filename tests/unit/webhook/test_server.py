@@ -1,5 +1,5 @@
-"""The HTTPS server: certificate rotation without restart, TLS versions and suites, and the limits on slow or large
-requests."""
+"""The HTTPS server: certificate rotation without restart, TLS versions and suites, the limits on slow or large
+requests, and the health and readiness answers."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import ssl
 import time
 from pathlib import Path
 
-from tests.unit.webhook.pods import HEADER_TIMEOUT
-from vhostplug_testsupport.webhook import Webhook, make_cert
+from tests.unit.webhook.pods import HEADER_TIMEOUT, wait_for
+from vhostplug_testsupport.webhook import ApiServer, Webhook, make_cert, start_webhook
 
 
 def test_certificate_rotation_is_picked_up(webhook: Webhook, tls_dir: Path) -> None:
@@ -138,3 +138,41 @@ def test_oversize_bodies_are_refused_before_they_are_read(webhook: Webhook) -> N
     finally:
         conn.close()
     assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-413")["allowed"]
+
+
+def test_health_and_readiness(webhook: Webhook) -> None:
+    for path, word in (("/healthz", "ok"), ("/readyz", "ready")):
+        status, out = webhook.health(path)  # the plain-HTTP probe port
+        assert status == 200 and out["status"] == word, out
+        assert out["reviews"]["max_in_flight"] == 8 and out["connections"]["max"] == 64, out
+        conn = http.client.HTTPSConnection("127.0.0.1", webhook.port, context=webhook.context(), timeout=10)
+        try:  # and the TLS port
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            assert resp.status == 200 and json.loads(resp.read())["status"] == word
+        finally:
+            conn.close()
+
+
+def test_not_ready_while_the_certificate_on_disk_does_not_load(api: ApiServer, tls_dir: Path) -> None:
+    hook = start_webhook(api, tls_dir, stem="ready")
+    try:
+        good = hook.cert.read_bytes()
+        hook.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
+        wait_for(lambda: hook.health("/readyz")[0] == 503, message="a broken certificate on disk should be unready")
+        _, out = hook.health("/readyz")
+        assert out["status"] == "not ready" and "do not load" in out["reason"], out
+        assert hook.health("/healthz")[0] == 200  # alive: restarting would not mend the Secret
+        # and the loaded certificate still serves (the client trusts it from memory: the file is broken)
+        conn = http.client.HTTPSConnection(
+            "127.0.0.1", hook.port, context=ssl.create_default_context(cadata=good.decode()), timeout=10
+        )
+        try:
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().status == 200
+        finally:
+            conn.close()
+        hook.cert.write_bytes(good)
+        wait_for(lambda: hook.health("/readyz")[0] == 200, message="ready again once the certificate loads")
+    finally:
+        hook.stop()
