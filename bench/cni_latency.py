@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.lab.ovsdb import add_vhost_client_ports
 from vhostplug.lab.stack import LabPaths, lab_bridges, lab_down, lab_up
-from vhostplug.lab.vms import add_vhost_client_ports
 
 SCALES = (10, 100, 1000)
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "40"))

@@ -187,13 +187,12 @@ def write_json_in(folder: Path, name: str, obj: Any, mode: int = 0o644, own: Own
     return write_file_in(folder, name, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n", mode, own)
 
 
-def set_socket_owner(path: Path, own: Ownership) -> None:
-    """chown/chmod the unix socket ``path`` race-free (see :func:`set_socket_owner_at`); its folder is not followed."""
-    fd = open_dir_nofollow(path.parent)
+def is_socket(path: Path) -> bool:
+    """Whether ``path`` itself (a link is not followed) is a unix socket."""
     try:
-        set_socket_owner_at(fd, path.name, own)
-    finally:
-        os.close(fd)
+        return stat.S_ISSOCK(os.lstat(path).st_mode)
+    except OSError:
+        return False
 
 
 def set_socket_owner_at(dir_fd: int, name: str, own: Ownership) -> None:

@@ -26,6 +26,8 @@ OTHER_CONFIG_SOCK_DIR = "vhost-sock-dir"
 DATAPATH_NETDEV = "netdev"
 #: a kernel netdev on the bridge (a vDPA representor)
 TYPE_SYSTEM = "system"
+#: a bridge's local port
+TYPE_INTERNAL = "internal"
 
 # -- external_ids written on the Interface at attach and read back by DEL, GC, CHECK, the relocator and the audit ----
 #: marks an interface as vhostplug's; value: the attachment key ``<container id>/<ifname>``

@@ -24,6 +24,11 @@ class DataplaneUnavailable(DataplaneError):
     """The dataplane cannot be reached (OVSDB down, DPDK not initialised)."""
 
 
+class SocketPlacementError(DataplaneError):
+    """:meth:`Dataplane.place_client_socket` could not move the socket the switch made into the pod's folder (a
+    filesystem problem, not the switch's)."""
+
+
 @runtime_checkable
 class Dataplane(Protocol):
     """A userspace switch that can realise vhost-user attachments (OVS-DPDK today)."""

@@ -47,7 +47,6 @@ from vhostplug.cni.spec import (
     negotiate,
     require_verb,
 )
-from vhostplug.dataplane.clientsock import SocketPlacementError
 from vhostplug.kuryr import cni as kuryr_cni
 from vhostplug.model import (
     DataplaneHealth,
@@ -56,7 +55,7 @@ from vhostplug.model import (
     attachment_key,
     port_name_for,
 )
-from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable
+from vhostplug.protocols import Dataplane, DataplaneError, DataplaneUnavailable, SocketPlacementError
 from vhostplug.undo import Undo, roll_back
 from vhostplug.vdpa.attach import VdpaPolicy
 
@@ -463,7 +462,7 @@ class CniHandler:
             raise CniError(IO_FAILURE, f"socket folder {plan.folder} is missing") from None
         if not stat.S_ISDIR(st.st_mode):
             raise CniError(UNSAFE_PATH, f"socket folder {plan.folder} is not a real folder")
-        if att.mode is Mode.CLIENT and not _is_socket(att.socket_path):
+        if att.mode is Mode.CLIENT and not fsutil.is_socket(att.socket_path):
             raise CniError(IO_FAILURE, f"client-mode socket {att.socket_path} is missing")
         prev = [i for i in conf.prev_result.get("interfaces", []) if i.get("name") == att.ifname]
         if not prev:
@@ -605,10 +604,3 @@ def _rmdir_if_empty(folder: Path) -> None:
         if exc.errno != errno.ENOTEMPTY:
             raise
         LOG.warning("leaving %s: it holds entries the agent did not make", folder)
-
-
-def _is_socket(path: Path) -> bool:
-    try:
-        return stat.S_ISSOCK(os.lstat(path).st_mode)
-    except OSError:
-        return False

@@ -9,23 +9,12 @@ from __future__ import annotations
 
 import errno
 import os
-import stat
 import time
 from pathlib import Path
 
 from vhostplug import fsutil
-from vhostplug.protocols import DataplaneError
-
-
-class SocketPlacementError(DataplaneError):
-    """The socket OVS made could not be moved into the pod's folder (a filesystem problem, not the switch's)."""
-
-
-def is_socket(path: Path) -> bool:
-    try:
-        return stat.S_ISSOCK(os.lstat(path).st_mode)
-    except OSError:
-        return False
+from vhostplug.fsutil import is_socket
+from vhostplug.protocols import DataplaneError, SocketPlacementError
 
 
 def place(src: Path, folder: Path, name: str, own: fsutil.Ownership) -> None:

@@ -30,7 +30,7 @@ from ovsdbapp.backend.ovs_idl import connection as ovs_connection
 from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from vhostplug import deadline, ovsvhost
+from vhostplug import deadline, fsutil, ovsvhost
 from vhostplug.dataplane import clientsock, ovsdb_rpc, ovsjson, vswitchd
 from vhostplug.dataplane.ovstxn import BoundedTxn
 from vhostplug.fsutil import Ownership
@@ -66,7 +66,7 @@ def insert_bridge(api: Any, txn: Any, name: str, datapath_type: str = ovsvhost.D
     bridge.external_ids = {BRIDGE_MARK: "true"}
     local_iface = txn.insert(api._tables["Interface"])
     local_iface.name = name
-    local_iface.type = "internal"
+    local_iface.type = ovsvhost.TYPE_INTERNAL
     local_port = txn.insert(api._tables["Port"])
     local_port.name = name
     local_port.interfaces = [local_iface]
@@ -130,7 +130,7 @@ class _NetdevCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         iface = txn.insert(self.api._tables["Interface"])
         txn.expected_ifaces.add(iface.uuid)
         iface.name = p.name
-        iface.type = "system"
+        iface.type = ovsvhost.TYPE_SYSTEM
         iface.external_ids = dict(p.external_ids)
         if p.mtu:
             iface.mtu_request = p.mtu
@@ -484,7 +484,7 @@ class OvsDataplane:
         for port in ports:
             target = port.external_ids.get(ovsvhost.ID_SOCKET)
             src = sock_dir / port.name
-            if port.ovs_type != ovsvhost.TYPE_OVS_SERVER or not target or not clientsock.is_socket(src):
+            if port.ovs_type != ovsvhost.TYPE_OVS_SERVER or not target or not fsutil.is_socket(src):
                 continue
             dst = Path(target)
             try:

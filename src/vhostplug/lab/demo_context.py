@@ -66,6 +66,7 @@ class DemoContext:
 
     def ovs_ports(self, calls: list[CniCall]) -> list[dict[str, Any]]:
         """One report row per CNI call: its OVS interface's type, link, socket and counters."""
+        from vhostplug import ovsvhost
         from vhostplug.dataplane import ovsdb_rpc
         from vhostplug.model import port_name_for
 
@@ -87,7 +88,7 @@ class DemoContext:
                     "owner": f"{call.kind} {call.name}",
                     "type": row.get("type", "(missing)"),
                     "link_state": link if isinstance(link, str) else "-",
-                    "vhost_server_path": ovsdb_rpc.ovs_map(row.get("options")).get("vhost-server-path", ""),
+                    "vhost_server_path": ovsdb_rpc.ovs_map(row.get("options")).get(ovsvhost.OPTION_SERVER_PATH, ""),
                     "rx_packets": stats.get("rx_packets", 0),
                     "tx_packets": stats.get("tx_packets", 0),
                     "rx_dropped": stats.get("rx_dropped", 0),

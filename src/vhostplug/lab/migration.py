@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vhostplug.lab import ovsdb
 from vhostplug.lab.vms import Guest, LabVmError
 
 QEMU = "qemu-system-x86_64"
@@ -468,28 +469,11 @@ class MigrationLab:
         self.bridge_made = False
 
     def _add_port(self, key: str, path: Path) -> None:
-        from vhostplug.lab.vms import add_vhost_client_ports
-
-        add_vhost_client_ports(self.endpoint, self.bridge, {self.ports[key]: str(path)})
+        ovsdb.add_vhost_client_ports(self.endpoint, self.bridge, {self.ports[key]: str(path)})
         self.bridge_made = True
 
     def _del_port(self, key: str) -> None:
-        from vhostplug.dataplane import ovsdb_rpc
-
-        name = self.ports[key]
-        rows = ovsdb_rpc.select(self.endpoint, "Port", where=[["name", "==", name]], columns=["_uuid"])
-        if rows:
-            ovsdb_rpc.transact(
-                self.endpoint,
-                [
-                    {
-                        "op": "mutate",
-                        "table": "Bridge",
-                        "where": [["name", "==", self.bridge]],
-                        "mutations": [["ports", "delete", ["set", [r["_uuid"] for r in rows]]]],
-                    }
-                ],
-            )
+        ovsdb.del_port(self.endpoint, self.bridge, self.ports[key])
 
     def counters(self) -> dict[str, tuple[int, int]]:
         return port_counters(self.ovs_run_dir, self.bridge)
@@ -547,8 +531,6 @@ class MigrationLab:
 
     def close(self) -> list[str]:
         """Stop everything this lab made, in reverse order; never raises."""
-        from vhostplug.lab.vms import del_bridge
-
         done = []
         self.watch.stop()
         for vm in (self.target, self.source):
@@ -560,7 +542,7 @@ class MigrationLab:
             done.append("stopped testpmd")
         if self.bridge_made:
             with contextlib.suppress(Exception):
-                del_bridge(self.endpoint, self.bridge)
+                ovsdb.del_bridge(self.endpoint, self.bridge)
                 done.append(f"deleted bridge {self.bridge}")
         return done
 

@@ -22,7 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vhostplug import ovsvhost
 from vhostplug.dataplane import ovsdb_rpc
+from vhostplug.lab import ovsdb
 
 VSWITCHD_DPDK = Path("/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk")
 OVSDB_SERVER = "ovsdb-server"
@@ -209,7 +211,7 @@ class PrivateOvs:
             raise OvsStartError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
 
     def _dpdk_other_config(self) -> dict[str, str]:
-        cfg = {"dpdk-init": "true", "pmd-cpu-mask": self.config.pmd_cpu_mask, "vhost-sock-dir": "vhost"}
+        cfg = {"dpdk-init": "true", "pmd-cpu-mask": self.config.pmd_cpu_mask, ovsvhost.OTHER_CONFIG_SOCK_DIR: "vhost"}
         base = f"--no-pci --file-prefix={self.prefix}"
         if self.config.hugepages:
             cfg.update(
@@ -248,16 +250,7 @@ class PrivateOvs:
             self._run(OVSDB_TOOL, "create", str(self.db_file), str(SCHEMA))
             self._start_ovsdb()
             other = self._dpdk_other_config()
-            ovsdb_rpc.transact(
-                self.endpoint,
-                [
-                    {
-                        "op": "insert",
-                        "table": "Open_vSwitch",
-                        "row": {"other_config": ["map", sorted(other.items())]},
-                    }
-                ],
-            )
+            ovsdb.init_database(self.endpoint, other)
             self._start_vswitchd()
         except (OvsStartError, ovsdb_rpc.OvsdbRpcError) as exc:
             tail = _log_tail(self.vswitchd_log if self.vswitchd_log.exists() else self.ovsdb_log)
@@ -340,39 +333,19 @@ class PrivateOvs:
         )
         self._wait_for(self.dpdk_initialized, self.config.ready_timeout, "dpdk_initialized=true", self.vswitchd_log)
 
-    # -- stop --------------------------------------------------------------------------------------------------
-    def _bridge_names(self) -> list[str]:
-        try:
-            rows = ovsdb_rpc.select(self.endpoint, "Bridge", columns=["name"], where=[])
-        except ovsdb_rpc.OvsdbRpcError:
-            return []
-        return [str(r["name"]) for r in rows]
-
     def transact_and_wait(self, ops: list[dict[str, Any]], timeout: float = 10.0) -> None:
-        """Run ``ops`` with a ``next_cfg`` bump and wait until ovs-vswitchd has applied them (``cur_cfg``)."""
-        bump: list[dict[str, Any]] = [
-            {"op": "mutate", "table": "Open_vSwitch", "where": [], "mutations": [["next_cfg", "+=", 1]]},
-            {"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["next_cfg"]},
-        ]
-        result = ovsdb_rpc.transact(self.endpoint, [*ops, *bump])
-        target = result[-1]["rows"][0]["next_cfg"]
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            rows = ovsdb_rpc.select(self.endpoint, "Open_vSwitch", columns=["cur_cfg"])
-            if rows and rows[0]["cur_cfg"] >= target:
-                return
-            time.sleep(0.02)
+        """:func:`vhostplug.lab.ovsdb.transact_and_wait` on this instance."""
+        ovsdb.transact_and_wait(self.endpoint, ops, timeout)
 
+    # -- stop --------------------------------------------------------------------------------------------------
     def stop(self) -> list[str]:
         """Stop and remove everything; works after a crash too. Returns what it did, one line each."""
         done: list[str] = []
-        bridges = self._bridge_names()
+        bridges = ovsdb.bridge_names(self.endpoint)
         if bridges and self.pids()[1] is not None:
             # delete bridges while vswitchd runs so it removes their taps itself, and wait until it has applied it
             with contextlib.suppress(ovsdb_rpc.OvsdbRpcError):
-                self.transact_and_wait(
-                    [{"op": "update", "table": "Open_vSwitch", "where": [], "row": {"bridges": ["set", []]}}]
-                )
+                ovsdb.clear_bridges(self.endpoint)
         if (pid := _kill_pidfile(self.vswitchd_pidfile, "ovs-vswitchd")) is not None:
             done.append(f"stopped ovs-vswitchd (pid {pid})")
         if (pid := _kill_pidfile(self.ovsdb_pidfile, "ovsdb-server")) is not None:

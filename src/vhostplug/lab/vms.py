@@ -4,7 +4,7 @@ Owns: :class:`Libvirt` (start the daemons when they are not running, define/star
 remove every domain it defined and stop the daemons it started), :func:`lab_domain_xml` (a virt-launcher-like
 domain booting the cached guest of ``scripts/build-guest.sh``), :func:`add_lab_overrides` (``vectors=0`` on
 vhost-user devices: QEMU 7.2 under TCG crashes with vhost-user + MSI-X; never used outside the lab),
-:func:`add_vhost_client_ports` / :func:`del_bridge` (raw OVSDB) and :class:`Console` (the serial log).
+:class:`Console` (the serial log). Its OVSDB wiring is :mod:`vhostplug.lab.ovsdb`'s.
 """
 
 from __future__ import annotations
@@ -15,15 +15,11 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from lxml import etree
 
-from vhostplug import ovsvhost
-from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.ovs import pid_alive
 
 GUEST_DIR = Path(os.environ.get("VHOSTPLUG_GUEST_DIR", "/var/cache/vhostplug/guest"))
@@ -247,90 +243,6 @@ def prepare_socket_dir(path: Path, user: str = QEMU_USER) -> Path:
         if st.st_uid == 0 and not st.st_mode & 0o001:
             os.chmod(parent, st.st_mode | 0o011)  # search only, for the QEMU user
     return path
-
-
-def add_vhost_client_ports(endpoint: str, bridge: str, ports: Mapping[str, str]) -> None:
-    """One OVSDB transaction: a ``datapath_type=netdev`` bridge (made when missing) with one ``dpdkvhostuserclient``
-    port per ``{name: socket path}`` (OVS connects to the socket QEMU serves)."""
-    existing = ovsdb_rpc.select(endpoint, "Bridge", where=[["name", "==", bridge]], columns=["_uuid"])
-    ops: list[dict[str, Any]] = []
-    port_refs = []
-    for i, (name, path) in enumerate(sorted(ports.items())):
-        ops.append(
-            {
-                "op": "insert",
-                "table": "Interface",
-                "uuid-name": f"i{i}",
-                "row": {
-                    "name": name,
-                    "type": ovsvhost.TYPE_OVS_CLIENT,
-                    "options": ["map", [[ovsvhost.OPTION_SERVER_PATH, path]]],
-                },
-            }
-        )
-        ops.append(
-            {
-                "op": "insert",
-                "table": "Port",
-                "uuid-name": f"p{i}",
-                "row": {"name": name, "interfaces": ["named-uuid", f"i{i}"]},
-            }
-        )
-        port_refs.append(["named-uuid", f"p{i}"])
-    if existing:
-        ops.append(
-            {
-                "op": "mutate",
-                "table": "Bridge",
-                "where": [["name", "==", bridge]],
-                "mutations": [["ports", "insert", ["set", port_refs]]],
-            }
-        )
-    else:
-        ops.append(
-            {
-                "op": "insert",
-                "table": "Bridge",
-                "uuid-name": "br",
-                "row": {"name": bridge, "datapath_type": ovsvhost.DATAPATH_NETDEV, "ports": ["set", port_refs]},
-            }
-        )
-        ops.append(
-            {
-                "op": "mutate",
-                "table": "Open_vSwitch",
-                "where": [],
-                "mutations": [["bridges", "insert", ["set", [["named-uuid", "br"]]]]],
-            }
-        )
-    ovsdb_rpc.transact(endpoint, ops)
-
-
-def del_bridge(endpoint: str, bridge: str) -> None:
-    """Remove a bridge and its ports (garbage collection removes the Port/Interface rows)."""
-    rows = ovsdb_rpc.select(endpoint, "Bridge", where=[["name", "==", bridge]], columns=["_uuid"])
-    if not rows:
-        return
-    ovsdb_rpc.transact(
-        endpoint,
-        [
-            {
-                "op": "mutate",
-                "table": "Open_vSwitch",
-                "where": [],
-                "mutations": [["bridges", "delete", ["set", [r["_uuid"] for r in rows]]]],
-            }
-        ],
-    )
-
-
-def interface_stats(endpoint: str, names: Iterable[str]) -> dict[str, dict[str, int]]:
-    """``statistics`` of OVS interfaces by name (counters are the truth; ``status`` can be stale)."""
-    out: dict[str, dict[str, int]] = {}
-    for name in names:
-        rows = ovsdb_rpc.select(endpoint, "Interface", where=[["name", "==", name]], columns=["statistics"])
-        out[name] = {k: int(v) for k, v in ovsdb_rpc.ovs_map(rows[0]["statistics"]).items()} if rows else {}
-    return out
 
 
 @dataclass

@@ -18,7 +18,7 @@ from lxml import etree
 from tests.conftest import require_root
 from tests.functional.audit.conftest import OvsPorts
 from tests.functional.audit.test_audit_migrate import GROUP, cli, wait_socket
-from vhostplug.lab import vms
+from vhostplug.lab import ovsdb, vms
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.testpmd import Testpmd
 
@@ -105,7 +105,7 @@ def test_old_mode_vm_migrated_to_server_mode_passes_traffic(old_mode_vm: dict[st
     port = names["vm"]
 
     def stats() -> dict[str, int]:
-        return vms.interface_stats(ep, [port])[port]
+        return ovsdb.interface_stats(ep, [port])[port]
 
     # -- OLD mode works: the guest reaches testpmd through OVS --------------------------------------------------
     m = console.wait_for(r"VHP-PING-OK peer=(\S+)", 90)

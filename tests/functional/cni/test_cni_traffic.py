@@ -12,8 +12,8 @@ from pathlib import Path
 from tests.functional.cni.conftest import AgentProc
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.lab.ovs import PrivateOvs
+from vhostplug.lab.ovsdb import interface_stats
 from vhostplug.lab.testpmd import Testpmd
-from vhostplug.lab.vms import interface_stats
 from vhostplug.model import port_name_for
 
 

@@ -12,7 +12,7 @@ from lxml import etree
 
 from tests.conftest import require_root
 from tests.functional.kubevirt.lab import LauncherPod, vmi_json
-from vhostplug.lab import vms
+from vhostplug.lab import ovsdb, vms
 from vhostplug.lab.ovs import PrivateOvs
 
 
@@ -34,7 +34,7 @@ def test_two_vms_ping_through_ovs(private_ovs: PrivateOvs, libvirt: vms.Libvirt,
             assert src.get("path") == f"{pod.links_dir}/net1/vhu.sock"
             assert b"qemu:override" not in xml  # the lab workaround never comes from the sidecar
             libvirt.define(vms.add_lab_overrides(xml), pod.root)
-        vms.add_vhost_client_ports(
+        ovsdb.add_vhost_client_ports(
             private_ovs.endpoint, bridge, {f"vhu{k}{unique[:6]}": str(p.real_socket) for k, p in pods.items()}
         )
         for key in pods:
@@ -55,7 +55,7 @@ def test_two_vms_ping_through_ovs(private_ovs: PrivateOvs, libvirt: vms.Libvirt,
         ports = [f"vhu{k}{unique[:6]}" for k in pods]
         deadline = time.monotonic() + 15
         while True:
-            stats = vms.interface_stats(private_ovs.endpoint, ports)
+            stats = ovsdb.interface_stats(private_ovs.endpoint, ports)
             if all(c.get("rx_packets", 0) > 0 and c.get("tx_packets", 0) > 0 for c in stats.values()):
                 break
             assert time.monotonic() < deadline, stats
@@ -66,6 +66,6 @@ def test_two_vms_ping_through_ovs(private_ovs: PrivateOvs, libvirt: vms.Libvirt,
                 libvirt.remove(names[key])
             pod.shutdown()
         with contextlib.suppress(Exception):
-            vms.del_bridge(private_ovs.endpoint, bridge)
+            ovsdb.del_bridge(private_ovs.endpoint, bridge)
     for pod in pods.values():
         assert not (pod.links_dir / "net1").is_symlink()  # Shutdown removed the sidecar's link

@@ -13,9 +13,9 @@ import pytest
 
 from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
+from vhostplug.lab.ovsdb import interface_stats
 from vhostplug.lab.rate import port_counters, start_flow, stop_flow
 from vhostplug.lab.testpmd import Testpmd
-from vhostplug.lab.vms import interface_stats
 from vhostplug.model import Attachment, Mode
 
 #: OVS's own drop counters of a vhost-user port (custom statistics, published in both modes)
