@@ -43,6 +43,9 @@ ID_FOLDER = "vhostplug-folder"
 ID_FOLDER_OWNED = "vhostplug-folder-owned"
 ID_DEVINFO = "vhostplug-devinfo"
 ID_CONFIG_FILE = "vhostplug-config-file"
+#: the pod of the attachment, from CNI_ARGS K8S_POD_NAMESPACE / K8S_POD_NAME at ADD (the metrics' labels)
+ID_POD_NAMESPACE = "vhostplug-pod-namespace"
+ID_POD_NAME = "vhostplug-pod-name"
 #: Neutron's keys (kuryr / os-vif attachments and Neutron agents read them)
 ID_IFACE = "iface-id"
 ID_IFACE_STATUS = "iface-status"

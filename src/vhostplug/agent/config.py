@@ -80,7 +80,9 @@ class AgentConfig(_Strict):
     ownership: OwnershipConfig = Field(default_factory=OwnershipConfig)
     # None: no device plugin; {}: all defaults (see vhostplug.deviceplugin.config)
     device_plugin: dict[str, Any] | None = Field(None, alias="devicePlugin")
+    #: /metrics, /healthz and /readyz (see vhostplug.agent.http); off when unset
     metrics_port: int | None = Field(None, alias="metricsPort", ge=1, le=65535)
+    metrics_address: str = Field("127.0.0.1", alias="metricsAddress", min_length=1)
     relocate_seconds: float = Field(1.0, alias="relocateSeconds", gt=0, le=60)
     #: the agent's own records of what each ADD made (read by DEL and GC); root-only
     state_dir: Path = Field(Path("/var/lib/vhostplug/attachments"), alias="stateDir")

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.agent.config import AgentConfig, ConfigError, load
+from vhostplug.agent.http import HttpEndpoint
+from vhostplug.agent.metrics import Metrics
 from vhostplug.agent.server import CniServer
 from vhostplug.cni.handler import CniHandler, HandlerOptions
 from vhostplug.dataplane import registry
@@ -39,34 +41,6 @@ class _OneLineOvsdbappErrors(logging.Filter):
             record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
-
-
-class Metrics:
-    """Prometheus metrics of the agent (served only when ``metricsPort`` is set)."""
-
-    def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Histogram
-
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "vhostplug_cni_requests", "CNI requests by verb and exit code", ["verb", "code"], registry=self.registry
-        )
-        self.latency = Histogram(
-            "vhostplug_cni_seconds",
-            "agent-side CNI latency",
-            ["verb"],
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
-            registry=self.registry,
-        )
-
-    def observe(self, verb: str, code: int, seconds: float) -> None:
-        self.requests.labels(verb, str(code)).inc()
-        self.latency.labels(verb).observe(seconds)
-
-    def serve(self, port: int) -> None:
-        from prometheus_client import start_http_server
-
-        start_http_server(port, addr="127.0.0.1", registry=self.registry)
 
 
 class Agent:
@@ -108,7 +82,8 @@ class Agent:
                 self.slices = slice_publisher(config.dra, options.policy, vdpa_pools)
             except ValueError as exc:
                 raise ConfigError(f"invalid dra configuration: {exc}") from None
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.dataplane.ovsdb if config.dataplane.backend == "ovs" else None)
+        self.http = HttpEndpoint(self.metrics, self.handler.readiness)
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self._stop = asyncio.Event()
 
@@ -163,10 +138,11 @@ class Agent:
             if self.slices is not None:
                 self.slices.start()
             if self.config.metrics_port:
-                self.metrics.serve(self.config.metrics_port)
+                await self.http.start(self.config.metrics_port, self.config.metrics_address)
             LOG.info("vhostplug agent listening on %s (OVSDB %s)", self.config.listen, self.config.dataplane.ovsdb)
             await self._relocator()
         finally:
+            await self.http.stop()
             await self.server.stop()
             if self.device_plugins is not None:
                 self.device_plugins.stop()

@@ -147,6 +147,10 @@ def plan(p: PlanInput) -> Plan:
     }
     if found.device_info_file:
         extra[ovsvhost.ID_DEVINFO] = found.device_info_file
+    for arg, key in (("K8S_POD_NAMESPACE", ovsvhost.ID_POD_NAMESPACE), ("K8S_POD_NAME", ovsvhost.ID_POD_NAME)):
+        value = p.env.args.get(arg, "")
+        if value and len(value) <= 253 and value.isprintable():  # a label for the metrics, nothing more
+            extra[key] = value
     if not found.folder_is_device:
         extra[ovsvhost.ID_FOLDER_OWNED] = "true"
     att = replace(

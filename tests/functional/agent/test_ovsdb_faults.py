@@ -10,6 +10,8 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 from tests.conftest import require_root
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
+from vhostplug_testsupport.containerd_node import free_port
 from vhostplug_testsupport.fuzz import assert_cni_output, assert_no_traceback
 
 
@@ -40,7 +43,7 @@ def own_ovs() -> Iterator[PrivateOvs]:
 
 @pytest.fixture
 def fault_agent(own_ovs: PrivateOvs) -> Iterator[AgentProc]:
-    a = make_agent(own_ovs)
+    a = make_agent(own_ovs, metricsPort=free_port())
     try:
         yield a
     finally:
@@ -53,6 +56,15 @@ def _run(agent: AgentProc, command: str, cid: str = "", **conf: object) -> dict[
     out = assert_cni_output(r.code, r.stdout) or {}
     assert_no_traceback(r.stderr.decode(errors="replace"), "shim stderr")
     return {"exit": r.code, "seconds": r.seconds, **out}
+
+
+def _probe(agent: AgentProc, path: str) -> int:
+    """The HTTP status of the agent's /healthz or /readyz (within 3 s: the probes answer within 2)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{agent.extra['metricsPort']}{path}", timeout=3) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def _wait_nothing_left(agent: AgentProc, limit: float = 30) -> None:
@@ -107,9 +119,10 @@ def test_while_ovsdb_hangs_twenty_requests_at_once_each_answer_11_in_time_and_st
     try:
         with ThreadPoolExecutor(len(calls) + 1) as pool:
             futures = [pool.submit(_run, fault_agent, verb, cid, **conf) for verb, cid, conf in calls]
-            statuses = []
+            statuses, probes = [], []
             while not all(f.done() for f in futures):
                 statuses.append(_run(fault_agent, "STATUS"))
+                probes.append((_probe(fault_agent, "/healthz"), _probe(fault_agent, "/readyz")))
             answers = [f.result() for f in futures]
     finally:
         own_ovs.signal_ovsdb(signal.SIGCONT)
@@ -118,6 +131,7 @@ def test_while_ovsdb_hangs_twenty_requests_at_once_each_answer_11_in_time_and_st
         assert float(str(out["seconds"])) < 10.0, (verb, out)
     assert statuses and all(s["exit"] == 1 and s["code"] == 50 for s in statuses), statuses
     assert max(float(str(s["seconds"])) for s in statuses) < 2.0, statuses
+    assert set(probes) == {(200, 503)}, probes  # alive (a restart would not help), not ready
     _wait_status_ready(fault_agent, limit=10)
     _run(fault_agent, "DEL", f"kept{unique}")  # its DEL above may or may not have run before the deadline
     _wait_nothing_left(fault_agent)  # nothing of the fourteen ADDs that answered 11, with no DEL
@@ -165,11 +179,17 @@ def test_a_dead_vswitchd_is_not_ready_and_ready_again_within_2s_of_its_return(
         prev = {"cniVersion": "1.1.0", "interfaces": kept["interfaces"], "ips": kept["ips"]}
         check = _run(fault_agent, "CHECK", f"live{unique}", prevResult=prev)
         assert check["exit"] == 1 and check["code"] == 11, check
+        until = time.monotonic() + 2.0  # the probe reuses an answer for a second: not ready within two
+        while _probe(fault_agent, "/readyz") != 503:
+            assert time.monotonic() < until, "/readyz still 200 with ovs-vswitchd dead"
+        assert _probe(fault_agent, "/healthz") == 200
     finally:
         own_ovs.start_vswitchd()
     back = time.monotonic()
     _wait_status_ready(fault_agent, limit=2.0)
     assert time.monotonic() - back < 2.0
+    while _probe(fault_agent, "/readyz") != 200:
+        assert time.monotonic() - back < 2.0, "/readyz not back within 2 s of ovs-vswitchd"
     for cid in (f"live{unique}", f"dead{unique}"):
         assert _run(fault_agent, "DEL", cid)["exit"] == 0
     again = _run(fault_agent, "ADD", f"back{unique}")
