@@ -52,7 +52,7 @@ from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.demo_node import lab_up, start_kubelet
 from vhostplug.lab.demo_pods import create_pods
 from vhostplug.lab.demo_traffic import APP_LCORES, app_memory_mb, cpu_layout, vhostplug_exe, with_ring
-from vhostplug.lab.multus import IFNAME
+from vhostplug.lab.multus import IFNAME, host_socket
 from vhostplug.lab.ovs import OvsConfig
 from vhostplug.lab.pods import LabPod, run
 from vhostplug.lab.rate import Flow, measure, port_counters
@@ -403,7 +403,7 @@ def main() -> int:
             if "latency" not in PARTS:
                 raise SystemExit("BENCH_PARTS without latency: development run, no results written")
             a = names[0]
-            host_b = Path(ctx.calls[names[1]].result["interfaces"][0]["socketPath"])
+            host_b = host_socket(ctx.calls[names[1]])
             ph.doing("vhost-user: one testpmd in pod A owning both pods' sockets")
             flush_fdb(ovs, bridge)
             vdev_b = f"net_virtio_user1,path={host_b},server=1{PACKED},queue_size={RING}"  # B's socket, host path

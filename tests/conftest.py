@@ -73,7 +73,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             "NOTE: the real-Multus suite (tests/runtime/multus) did NOT run: VHOSTPLUG_MULTUS=none. Run it with "
             "VHOSTPLUG_MULTUS=<path of the Multus 4.0.x thin plugin> (or with shared/peers/multus beside the "
-            "repository) and `make test-runtime`; see docs/cni.md.",
+            "repository) and `make runtime`; see docs/cni.md.",
             yellow=True,
             bold=True,
         )

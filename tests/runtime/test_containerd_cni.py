@@ -68,7 +68,7 @@ def remove(rt: Runtime, sid: str) -> None:
     rt.ctrd.cri.remove_sandbox(sid)
 
 
-@pytest.mark.parametrize("cni_version", ["1.0.0", "0.4.0"])
+@pytest.mark.parametrize("cni_version", ["1.0.0", "0.4.0", "0.3.1"])
 @pytest.mark.parametrize("mode", ["server", "client"])
 def test_sandbox_attaches_and_detaches(runtime: Runtime, mode: str, cni_version: str) -> None:
     network = runtime.use(runtime.conflist(mode=mode, cni_version=cni_version))

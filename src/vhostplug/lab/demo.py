@@ -35,7 +35,7 @@ from vhostplug.lab.demo_state import Names
 from vhostplug.lab.demo_traffic import ENV_TESTPMD, run_testpmd
 from vhostplug.lab.demo_vdpa import run_vdpa
 from vhostplug.lab.demo_vms import run_vms
-from vhostplug.lab.multus import IFNAME, NETWORK_STATUS, CniCall, annotations_file
+from vhostplug.lab.multus import IFNAME, NETWORK_STATUS, CniCall, annotations_file, host_socket
 from vhostplug.lab.report import DemoError, Progress
 
 __all__ = ["ENV_TESTPMD", "NETWORK_STATUS", "Names", "annotations_file", "cleanup", "run_demo"]
@@ -188,7 +188,7 @@ def _attachment_row(att: CniCall) -> dict[str, Any]:
         "container_id": att.container_id,
         "ovs_port": port_name_for(att.container_id, IFNAME),
         "bridge": att.netconf["bridge"],
-        "host_socket": iface.get("socketPath", ""),
+        "host_socket": iface.get("socketPath") or str(host_socket(att)),
         "container_socket": container_socket,
         "mac": iface.get("mac", ""),
         "ips": [ip["address"] for ip in att.result.get("ips", [])],

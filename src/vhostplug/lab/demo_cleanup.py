@@ -47,6 +47,12 @@ def cleanup(run_dir: Path) -> list[str]:
                 done.append(f"CNI DEL {att.kind} {att.name} ({att.device})")
             except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
                 done.append(f"CNI DEL {att.kind} {att.name} failed: {exc}")
+        # Multus removes the device-info file it made for the attachment (the machine's folder: only this one)
+        made = Path(att.netconf.get("runtimeConfig", {}).get("CNIDeviceInfoFile", ""))
+        if made.parent == paths.devinfo_dir / "cni" and att.container_id in made.name:
+            with contextlib.suppress(FileNotFoundError):
+                made.unlink()
+                done.append(f"removed {made}")
     for p in reversed(st["pods"]):
         if p.get("holder"):
             done += pods.delete_pod(LabPod.from_json(p))

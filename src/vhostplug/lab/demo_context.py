@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.lab.demo_state import Names, State
-from vhostplug.lab.multus import IFNAME, RESOURCE, CniCall, exec_cni
+from vhostplug.lab.multus import IFNAME, NAMESPACE, RESOURCE, CniCall, exec_cni, pod_device
 from vhostplug.lab.paths import LabPaths
 from vhostplug.lab.pods import LabPod
 from vhostplug.lab.report import Progress
@@ -37,11 +37,18 @@ class DemoContext:
         self.state = State(self.run_dir)
         self.report = {"run_dir": str(self.run_dir), "pods": [], "vms": [], "ovs_ports": []}
 
-    def allocate(self, ph: Any, who: str) -> tuple[str, Any]:
-        """kubelet's Allocate of one device for ``who``: (device id, AllocateResponse)."""
-        ph.doing(f"kubelet Allocate 1 x {RESOURCE} for {who}")
-        ids, resp = self.kubelet.allocate(RESOURCE, 1)
-        return str(ids[0]), resp
+    def allocate(self, ph: Any, pod: str) -> tuple[str, Any]:
+        """kubelet's Allocate of one device for the pod, then Multus's look-up of it in PodResources: (device id as
+        Multus passes it, AllocateResponse)."""
+        from vhostplug.lab.podresources.server import PodRef
+
+        ph.doing(f"kubelet Allocate 1 x {RESOURCE} for pod {pod}")
+        ids, resp = self.kubelet.allocate(RESOURCE, 1, pod=PodRef(NAMESPACE, pod))
+        ph.doing(f"Multus: the device of pod {pod} from PodResources List ({self.paths.pod_resources_socket})")
+        device = pod_device(self.paths, pod)
+        if device != ids[0]:
+            raise RuntimeError(f"PodResources reports {device} for pod {pod}, kubelet allocated {ids[0]}")
+        return device, resp
 
     def attach(self, ph: Any, call: CniCall) -> None:
         """The runtime's CNI ADD, recorded before it runs (cleanup DELs it even when ADD fails half-way)."""

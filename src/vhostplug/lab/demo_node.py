@@ -26,6 +26,7 @@ def start_kubelet(ctx: DemoContext) -> None:
         ph.doing(f"LabKubelet({ctx.paths.device_plugin_dir}) and wait for {RESOURCE}")
         ctx.kubelet = LabKubelet(ctx.paths.device_plugin_dir)
         ctx.kubelet.start()
+        ctx.kubelet.serve_pod_resources(ctx.paths.pod_resources_socket)
         devices = ctx.kubelet.wait_for(
             RESOURCE, lambda ds: len(ds) >= 4 and all(d.health == "Healthy" for d in ds), timeout=30
         )

@@ -49,12 +49,12 @@ def create_pod(ctx: DemoContext, ph: Any, name: str) -> None:
     ctx.state.data["pods"][-1] = pod.to_json()
     ctx.state.save()
     ctx.pods[name] = pod
-    device, resp = ctx.allocate(ph, f"pod {name}")
+    device, resp = ctx.allocate(ph, name)
     ph.doing(f"bind-mount {device}'s folder into pod {name} (kubelet applies the Allocate mounts)")
     apply_to_pod(resp, pod.holder.pid)
     cid = uuid.uuid4().hex + uuid.uuid4().hex
     ph.doing(f"Multus: copy the dp device-info of {device}")
-    devinfo = multus_devinfo(ctx.paths, POD_NAD, cid[:12], device)
+    devinfo = multus_devinfo(ctx.paths, POD_NAD, cid, device)
     conf = netconf(POD_NAD, ctx.paths, ctx.names.bridge("p"), device, devinfo, POD_SUBNET)
     call = CniCall("pod", name, uid, cid, pod.netns_path, device, conf)
     ctx.attach(ph, call)

@@ -12,21 +12,28 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.lab.demo_context import DemoContext
-from vhostplug.lab.multus import IFNAME, NAMESPACE, CniCall, exec_cni, netconf
+from vhostplug.lab.demo_state import Names
+from vhostplug.lab.multus import NAMESPACE, CniCall, devinfo_path, exec_cni, netconf
 
-VDPA_RESOURCE = "vhostplug.io/vdpa_lab"
 VDPA_NAD = "vhostplug-vdpa"
 VDPA_SUBNET = "10.58.0.0/24"
 VDPA_PODS = ("vdpa-a", "vdpa-b")
 
 
+def vdpa_resource(run_dir: Path) -> str:
+    """The lab's vDPA resource: its own per lab, as the stand-in devices' IDs are the same in every lab and the
+    device plugin's device-info files (named by resource and device) share the machine's folder."""
+    return f"vhostplug.io/vdpa_lab{Names.of(run_dir).tag}"
+
+
 def pool_config(paths: Any) -> dict[str, Any]:
     """The agent's ``devicePlugin.vdpa`` section: one pool of virtio vDPA devices on the lab's stand-in tree."""
+    resource = vdpa_resource(paths.run_dir)
     return {
         "sysfsRoot": str(paths.vdpa_dir / "sys"),
         "devRoot": str(paths.vdpa_dir / "dev"),
         "rescanSeconds": 1,
-        "pools": [{"resourceName": VDPA_RESOURCE, "selectors": {"vdpaType": "virtio"}}],
+        "pools": [{"resourceName": resource, "selectors": {"vdpaType": "virtio"}}],
     }
 
 
@@ -35,8 +42,10 @@ def run_vdpa(ctx: DemoContext) -> None:
     from vhostplug.deviceplugin.vdpa import env_base
     from vhostplug.lab import pods
     from vhostplug.lab.ovs import PrivateOvs
+    from vhostplug.lab.podresources.server import PodRef
     from vhostplug.lab.vdpa_parts import StandIn
 
+    resource = vdpa_resource(ctx.run_dir)
     with ctx.progress.phase("vDPA: two pods ping through their representors on OVS", [ctx.paths.agent_log]) as ph:
         switch_ns = PrivateOvs(ctx.paths.ovs_dir).netns
         parts = StandIn(ctx.paths.vdpa_dir, switch_netns=switch_ns)
@@ -47,10 +56,8 @@ def run_vdpa(ctx: DemoContext) -> None:
             ctx.state.data["vdpa_parts"][-1]["representors"].append(f"vr{parts.tag}{i}")
             ctx.state.save()
             parts.add(i, "virtio")
-        ph.doing(f"lab kubelet: wait for {VDPA_RESOURCE} to list 2 healthy devices (device plugin rescan)")
-        ctx.kubelet.wait_for(
-            VDPA_RESOURCE, lambda ds: len(ds) >= 2 and all(d.health == "Healthy" for d in ds), timeout=30
-        )
+        ph.doing(f"lab kubelet: wait for {resource} to list 2 healthy devices (device plugin rescan)")
+        ctx.kubelet.wait_for(resource, lambda ds: len(ds) >= 2 and all(d.health == "Healthy" for d in ds), timeout=30)
         rows: list[dict[str, Any]] = []
         for name in VDPA_PODS:
             uid = str(uuid.uuid4())
@@ -60,16 +67,16 @@ def run_vdpa(ctx: DemoContext) -> None:
             pod = pods.create_pod(name, NAMESPACE, uid, netns, tmpfs=())
             ctx.state.data["pods"][-1] = pod.to_json()
             ctx.state.save()
-            ph.doing(f"kubelet Allocate 1 x {VDPA_RESOURCE} for pod {name}")
-            ids, resp = ctx.kubelet.allocate(VDPA_RESOURCE, 1)
-            pci = resp.envs[env_base(VDPA_RESOURCE)]  # Multus passes the PCI address as deviceID
+            ph.doing(f"kubelet Allocate 1 x {resource} for pod {name}")
+            ids, resp = ctx.kubelet.allocate(resource, 1, pod=PodRef(NAMESPACE, name))
+            pci = resp.envs[env_base(resource)]  # Multus passes the PCI address as deviceID
             cid = uuid.uuid4().hex + uuid.uuid4().hex
-            src = deviceinfo.dp_dir(ctx.paths.devinfo_dir) / deviceinfo.dp_file_name(VDPA_RESOURCE, str(ids[0]))
-            devinfo = Path(ctx.paths.devinfo_dir) / "cni" / f"{VDPA_NAD}-{cid[:12]}-{IFNAME}-device.json"
+            src = deviceinfo.dp_dir(ctx.paths.devinfo_dir) / deviceinfo.dp_file_name(resource, str(ids[0]))
+            devinfo = devinfo_path(ctx.paths, VDPA_NAD, cid)
             devinfo.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, devinfo)
             conf = netconf(VDPA_NAD, ctx.paths, ctx.names.bridge("d"), pci, devinfo, VDPA_SUBNET)
-            conf.update({"device": "vdpa", "resourceName": VDPA_RESOURCE})
+            conf.update({"device": "vdpa", "resourceName": resource})
             call = CniCall("pod", name, uid, cid, pod.netns_path, pci, conf)
             ph.doing(f"exec {ctx.paths.cni_bin} (CNI_COMMAND=ADD, device vdpa {ids[0]} = {pci}) for pod {name}")
             ctx.state.add("attachments", call.to_json())

@@ -90,7 +90,7 @@ def _launcher(ctx: DemoContext, ph: Any, lv: Any, who: str) -> dict[str, Any]:
     # "container path" is its host path, so the VM NAD sets containerSocketRoot to the socket root
     uid = str(uuid.uuid4())
     cid = uuid.uuid4().hex + uuid.uuid4().hex
-    devinfo = multus_devinfo(ctx.paths, VM_NAD, cid[:12], device)
+    devinfo = multus_devinfo(ctx.paths, VM_NAD, cid, device)
     conf = netconf(VM_NAD, ctx.paths, ctx.names.bridge("v"), device, devinfo, VM_SUBNET, str(ctx.paths.socket_root))
     att = CniCall("vm", name, uid, cid, str(pods.NETNS_DIR / netns), device, conf)
     ctx.attach(ph, att)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vhostplug.validation import DEFAULT_DEVINFO_DIR
+
 
 class LabPaths:
     def __init__(self, run_dir: Path) -> None:
@@ -20,6 +22,9 @@ class LabPaths:
         self.cni_bin = self.cni_bin_dir / "vhostplug"
         self.socket_root = self.run_dir / "s"
         self.device_plugin_dir = self.run_dir / "kubelet" / "device-plugins"
-        self.devinfo_dir = self.run_dir / "devinfo"
+        self.pod_resources_socket = self.run_dir / "kubelet" / "pod-resources" / "kubelet.sock"
+        # where real nodes keep device-info (Multus hard-codes it): shared by every lab on the machine, so the lab's
+        # files there are named by attachment or carry its device ID prefix (stack.device_id_prefix)
+        self.devinfo_dir = DEFAULT_DEVINFO_DIR
         self.ipam_dir = self.run_dir / "ipam"
         self.vdpa_dir = self.run_dir / "vdpa"  # the stand-in vDPA hardware (sysfs tree + dev root)

@@ -21,6 +21,7 @@ from typing import Any
 from vhostplug.cni.install import copy_ipam_plugins, install_shim
 from vhostplug.lab.demo_cleanup import cleanup as demo_cleanup
 from vhostplug.lab.demo_state import Names
+from vhostplug.lab.multus import RESOURCE
 from vhostplug.lab.ovs import PrivateOvs, pid_alive
 from vhostplug.lab.paths import LabPaths
 
@@ -44,6 +45,11 @@ def lab_bridges(paths: LabPaths) -> list[str]:
     return [names.bridge(kind) for kind in ("p", "v", "d")]  # pods, VMs, vDPA pods
 
 
+def device_id_prefix(paths: LabPaths) -> str:
+    """The lab's vhost-user device IDs start with this: its device-info files share the machine's folder."""
+    return f"vu{Names.of(paths.run_dir).tag}-"
+
+
 def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
     from vhostplug.lab.demo_vdpa import pool_config as vdpa_pool_config
 
@@ -58,7 +64,10 @@ def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
         "devinfoDir": str(paths.devinfo_dir),
         "dataplane": {"backend": "ovs", "ovsdb": ovs.endpoint, "ovsRundir": str(ovs.run_dir)},
         "ownership": {"user": "root", "group": _qemu_group(), "dirMode": "0770", "socketMode": "0660"},
-        "devicePlugin": {"vhostuser": {"count": 8, "group": _qemu_group()}, "vdpa": vdpa_pool_config(paths)},
+        "devicePlugin": {
+            "vhostuser": {"count": 8, "group": _qemu_group(), "idPrefix": device_id_prefix(paths)},
+            "vdpa": vdpa_pool_config(paths),
+        },
     }
 
 
@@ -141,12 +150,33 @@ def lab_status(run_dir: Path) -> dict[str, Any]:
     return status
 
 
+def _remove_dp_files(paths: LabPaths) -> list[str]:
+    """The device plugin removes its device-info files when it stops; after a crash, remove the ones this lab's
+    device plugin wrote (its device ID prefix, its vDPA resource) from the machine's folder, and no other."""
+    from vhostplug import deviceinfo
+    from vhostplug.lab.demo_vdpa import vdpa_resource
+
+    folder = deviceinfo.dp_dir(paths.devinfo_dir)
+    ours = [
+        f"{RESOURCE.replace('/', '-')}-{device_id_prefix(paths)}*-device.json",
+        f"{vdpa_resource(paths.run_dir).replace('/', '-')}-*-device.json",
+    ]
+    done = []
+    for pattern in ours:
+        for f in sorted(folder.glob(pattern)):
+            with contextlib.suppress(FileNotFoundError):
+                f.unlink()
+                done.append(f"removed {f}")
+    return done
+
+
 def lab_down(run_dir: Path) -> list[str]:
     """Stop and remove everything the lab started (also after a crash); returns what it did."""
     paths = LabPaths(run_dir)
     done: list[str] = demo_cleanup(paths.run_dir)  # pods and VMs first, from the demo's state on disk
     if (pid := stop_agent(paths)) is not None:
         done.append(f"stopped agent (pid {pid})")
+    done += _remove_dp_files(paths)
     done.extend(PrivateOvs(paths.ovs_dir).stop())
     if paths.run_dir.exists():
         shutil.rmtree(paths.run_dir, ignore_errors=True)

@@ -49,8 +49,12 @@ def test_two_nodes_pods_talk_across_the_uplink_and_down_leaves_nothing(lab: Path
     nodes = status["nodes"]
     assert [n["node"] for n in nodes] == ["node-a", "node-b"]
     # nothing shared between the nodes: own OVSDB, DPDK prefix, agent, socket root, bridges
-    for key in ("ovsdb", "file_prefix", "agent_socket", "socket_root", "device_plugin_dir", "devinfo_dir"):
+    for key in ("ovsdb", "file_prefix", "agent_socket", "socket_root", "device_plugin_dir"):
         assert nodes[0][key] != nodes[1][key], key
+    # device-info is where real nodes keep it, one folder per machine: the nodes' device IDs keep their files apart
+    assert nodes[0]["devinfo_dir"] == nodes[1]["devinfo_dir"] == "/var/run/k8s.cni.cncf.io/devinfo"
+    prefixes = {json.loads(LabPaths(n).agent_config.read_text())["devicePlugin"]["vhostuser"]["idPrefix"] for n in (a, b)}
+    assert len(prefixes) == 2
     assert not set(nodes[0]["bridges"]) & set(nodes[1]["bridges"])
     assert all(n["dpdk_initialized"] and n["pid_agent"] for n in nodes)
     for node in (a, b):  # each agent's policy and OVS are its own node's only

@@ -10,6 +10,7 @@ import pytest
 from vhostplug.agent.config import AgentConfig, ConfigError, load
 from vhostplug.cni.policy import NodePolicy, check_bridge_name
 from vhostplug.cni.spec import CniError
+from vhostplug.lab.multus import devinfo_path
 from vhostplug.lab.stack import LabPaths, agent_config, lab_status
 
 
@@ -76,3 +77,8 @@ def test_the_lab_allows_exactly_the_bridges_it_reports(tmp_path: Path) -> None:
     # pods, VMs and the vDPA representors each have their own bridge
     assert list(policy.bridges) == status["bridges"] and len(status["bridges"]) == 3
     assert str(paths.socket_root) in policy.container_socket_roots
+    # device-info where a real node keeps it, under the names Multus 4.0.x gives the files
+    assert policy.devinfo_root == Path("/var/run/k8s.cni.cncf.io/devinfo")
+    made = devinfo_path(paths, "vhostplug-pods", "c" * 64)
+    assert made.name == f"demo-vhostplug-pods-{'c' * 64}_net1"
+    assert policy.devinfo_file(str(made)) == str(made)
