@@ -159,6 +159,8 @@ class SliceApi(Protocol):
 
     def node_uid(self, node: str) -> str | None: ...
 
+    def close(self) -> None: ...
+
 
 class SliceApiError(Exception):
     """The API server refused a ResourceSlice call (``code``: HTTP status, 0: unreachable)."""

@@ -135,6 +135,7 @@ class SlicePublisher:
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
+        self.api.close()
 
 
 def from_config(config: DraConfig, policy: NodePolicy, vdpa: VdpaConfig | None, api: SliceApi | None = None) -> SlicePublisher:  # fmt: skip

@@ -188,6 +188,8 @@ class Store:
         obj = copy.deepcopy(obj)
         self._check_type(res, obj)
         meta = _meta(obj)
+        if meta.get("resourceVersion") and not keep_status:
+            raise ApiError(400, "BadRequest", "resourceVersion should not be set on objects to be created")
         body_ns = meta.get("namespace")
         if res.namespaced and body_ns not in (None, "", ns):
             raise ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request")  # fmt: skip

@@ -232,6 +232,8 @@ def test_bad_requests_get_status_objects(api: ApiServer) -> None:
     assert status == 400 and "namespace" in body["message"]
     status, body = _raw(api, "POST", path, json.dumps({"kind": "Pod", "metadata": {"name": "x"}}).encode())
     assert status == 400
+    status, body = _raw(api, "POST", path, json.dumps({"metadata": {"name": "x", "resourceVersion": "7"}}).encode())
+    assert status == 400 and "resourceVersion" in body["message"]
     status, body = _raw(api, "POST", path, json.dumps({"metadata": {"generateName": "gen-"}}).encode())
     assert status == 201 and body["metadata"]["name"].startswith("gen-")
     status, body = _raw(api, "GET", "/apis/resource.k8s.io/v1/namespaces/ns4/resourceslices")  # cluster-scoped
