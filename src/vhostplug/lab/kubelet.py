@@ -300,24 +300,33 @@ def _must(pid: int, *cmd: str) -> None:
         raise LabKubeletError(f"in the mount namespace of {pid}: {' '.join(cmd)}: {r.stderr.strip() or r.stdout}")
 
 
+def bind_into_pod(pid: int, host_path: str, container_path: str, read_only: bool = False) -> None:
+    """Bind-mount ``host_path`` at ``container_path`` inside the mount namespace of ``pid`` (a lab pod)."""
+    _must(pid, "mkdir", "-p", container_path)
+    _must(pid, "mount", "--bind", host_path, container_path)
+    if read_only:
+        _must(pid, "mount", "-o", "remount,bind,ro", container_path)
+
+
+def device_into_pod(pid: int, host_path: str, container_path: str) -> None:
+    """A character device is made with ``mknod`` (same major/minor); anything else (a test's fake device) is bound."""
+    st = os.stat(host_path)
+    _must(pid, "mkdir", "-p", os.path.dirname(container_path))
+    if stat.S_ISCHR(st.st_mode):
+        _must(pid, "rm", "-f", container_path)
+        major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        _must(pid, "mknod", "-m", "0660", container_path, "c", str(major), str(minor))
+    else:
+        _must(pid, "touch", container_path)
+        _must(pid, "mount", "--bind", host_path, container_path)
+
+
 def apply_to_pod(response: pb.ContainerAllocateResponse, pid: int) -> None:
     """Apply an allocation's mounts and device nodes inside the mount namespace of process ``pid`` (a lab pod).
 
     Host paths are read in that namespace too: lab pods share the host's file tree (only their mounts differ).
-    A character device is made with ``mknod`` (same major/minor); anything else (a test's fake device) is bound.
     """
     for m in response.mounts:
-        _must(pid, "mkdir", "-p", m.container_path)
-        _must(pid, "mount", "--bind", m.host_path, m.container_path)
-        if m.read_only:
-            _must(pid, "mount", "-o", "remount,bind,ro", m.container_path)
+        bind_into_pod(pid, m.host_path, m.container_path, m.read_only)
     for d in response.devices:
-        st = os.stat(d.host_path)
-        _must(pid, "mkdir", "-p", os.path.dirname(d.container_path))
-        if stat.S_ISCHR(st.st_mode):
-            _must(pid, "rm", "-f", d.container_path)
-            major, minor = os.major(st.st_rdev), os.minor(st.st_rdev)
-            _must(pid, "mknod", "-m", "0660", d.container_path, "c", str(major), str(minor))
-        else:
-            _must(pid, "touch", d.container_path)
-            _must(pid, "mount", "--bind", d.host_path, d.container_path)
+        device_into_pod(pid, d.host_path, d.container_path)
