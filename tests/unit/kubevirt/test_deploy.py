@@ -49,3 +49,31 @@ def test_webhook_manifest_matches_the_server() -> None:
     assert any("network-attachment-definitions" in r["resources"] and "get" in r["verbs"] for r in rules)
     command = docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[:2] == ["vhostplug", "webhook"] and "--cert" in command and "--key" in command
+
+
+def test_dra_vmi_names_a_claim_of_our_template_and_class() -> None:
+    """The DRA variant: the VMI's network is a resourceClaim of a pod claim made from our template, whose request
+    asks our DeviceClass and carries our driver's opaque config; the sidecar's metadata path follows from it."""
+    from vhostplug import devicemetadata
+    from vhostplug.kubevirt.domain import parse_vmi
+
+    (vmi,) = load("dra/vmi.yaml")
+    (tmpl,) = load("dra/resourceclaimtemplate.yaml")
+    (kv,) = load("dra/kubevirt-binding.yaml")
+    assert "NetworkDevicesWithDRA" in kv["spec"]["configuration"]["developerConfiguration"]["featureGates"]
+    assert "downwardAPI" not in kv["spec"]["configuration"]["network"]["binding"][DEFAULT_BINDING_NAME]
+    classes = {
+        d["metadata"]["name"]
+        for d in yaml.safe_load_all((REPO / "deploy" / "dra" / "deviceclasses.yaml").read_text())
+        if d and d["kind"] == "DeviceClass"
+    }
+    ref = parse_vmi(vmi).claims["dpdknet"]
+    (pod_claim,) = vmi["spec"]["resourceClaims"]
+    assert pod_claim == {"name": ref.claim_name, "resourceClaimTemplateName": tmpl["metadata"]["name"]}
+    (request,) = tmpl["spec"]["spec"]["devices"]["requests"]
+    assert request["name"] == ref.request_name and request["exactly"]["deviceClassName"] in classes
+    (config,) = tmpl["spec"]["spec"]["devices"]["config"]
+    assert config["opaque"]["driver"] == devicemetadata.VHOSTPLUG_DRIVER
+    assert devicemetadata.relative_path(
+        devicemetadata.VHOSTPLUG_DRIVER, ref.claim_name, ref.request_name, from_template=True
+    ) == "resourceclaimtemplates/dpdknet-claim/vhost-port/vhostuser.vhostplug.io-metadata.json"
