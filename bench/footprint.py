@@ -12,8 +12,13 @@ ones, after a 2 s settle, and after 100 more ordinary requests.
 - webhook: ordinary = a Pod review naming two networks; large = 5 reviews of a 4.97 MB pod (60,000 env vars),
   3 bodies of 9 MB sent in full and 1 announcing 200 MB (refused with 413), 2 chunked 9 MB bodies.
 
-Writes bench/results/footprint.json. The limit checked is 100 MB RSS after start, after the ordinary requests and
-after the settle.
+- webhook at once (``--only concurrency``): 50, 100, 200 and 400 ordinary reviews sent together on as many TLS
+  connections (RSS after each level), then 20 reviews of the 4.97 MB pod together (RSS right after and 2 s later);
+  and a second process with a cold cache given 100 reviews at once naming the same 6 NADs (NAD reads counted from
+  the stand-in API server's request log).
+
+Writes bench/results/footprint.json (a full run only). The limit checked is 100 MB RSS after start, after the
+ordinary requests and after the settle, and after each level of reviews at once.
 """
 
 from __future__ import annotations
