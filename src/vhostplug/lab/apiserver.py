@@ -2,7 +2,7 @@
 
 :class:`ApiServer` serves ``/api/v1/...`` and ``/apis/{group}/{version}/...`` (namespaced and cluster-scoped, with
 ``/status``) from an :class:`~vhostplug.lab.apistore.Store`: GET, LIST (label and field selectors, ``limit`` and
-``continue``), WATCH (``?watch=true``, from a ``resourceVersion``), POST, PUT, PATCH (JSON merge patch; strategic
+``continue``), WATCH (``?watch=true``, from a ``resourceVersion``, or ``sendInitialEvents`` ending with a bookmark), POST, PUT, PATCH (JSON merge patch; strategic
 merge and server-side apply are applied as merge patches; JSON patch), DELETE (preconditions) and DELETE of a
 collection, answering errors with ``Status`` objects as kube-apiserver does. It runs in its own thread and event loop
 (start/stop, or a ``with`` block), optionally with TLS (a self-signed certificate, :func:`make_cert`) and a bearer
@@ -469,10 +469,17 @@ class ApiServer:
             loop.call_soon_threadsafe(queue.put_nowait, event)
 
         start = query.get("resourceVersion", "")
+        initial = query.get("sendInitialEvents") == "true"
+        if initial and query.get("allowWatchBookmarks") != "true":
+            raise ApiError(422, "Invalid", "sendInitialEvents requires allowWatchBookmarks=true")
         with self.store.lock:
-            if start in ("", "0"):
+            if start in ("", "0") or initial:
                 rv, items = self.store.select(res, ns, match)
                 backlog = [Event("ADDED", rv, res.group, res.plural, ns or "", i) for i in items]
+                if initial:  # a watch-list client (client-go's WatchListClient): the end of the initial state
+                    end = {"kind": res.kind, "apiVersion": res.api_version, "metadata": {"resourceVersion": str(rv),
+                           "annotations": {"k8s.io/initial-events-end": "true"}}}  # fmt: skip
+                    backlog.append(Event("BOOKMARK", rv, res.group, res.plural, ns or "", end))
             else:
                 try:
                     since = self.store.since(int(start))
@@ -499,7 +506,7 @@ class ApiServer:
                     break
                 if (event.group, event.plural) != (res.group, res.plural) or (ns is not None and event.namespace != ns):
                     continue
-                if not match(event.obj):
+                if event.type != "BOOKMARK" and not match(event.obj):
                     continue
                 line = {"type": event.type, "object": self._served(res, event.obj)}
                 await response.write(json.dumps(line).encode() + b"\n")

@@ -55,7 +55,9 @@ def transact_and_wait(endpoint: str, ops: list[dict[str, Any]], timeout: float =
 
 def clear_bridges(endpoint: str, timeout: float = 10.0) -> None:
     """Remove every bridge and wait until ovs-vswitchd has applied it (so it removes their taps itself)."""
-    transact_and_wait(endpoint, [{"op": "update", "table": ROOT, "where": [], "row": {"bridges": ["set", []]}}], timeout)
+    transact_and_wait(
+        endpoint, [{"op": "update", "table": ROOT, "where": [], "row": {"bridges": ["set", []]}}], timeout
+    )
 
 
 def add_vhost_client_ports(endpoint: str, bridge: str, ports: Mapping[str, str]) -> None:

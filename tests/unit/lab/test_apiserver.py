@@ -278,3 +278,20 @@ def test_plain_http_server_stops(tmp_path: Path) -> None:
         server.stop()
     with pytest.raises(OSError):
         urllib.request.urlopen(server.url + "/healthz", timeout=2)
+
+
+def test_watch_list_sends_the_state_then_a_bookmark(api: ApiServer, client: Client) -> None:
+    """client-go's watch-list: the current objects as ADDED, then a BOOKMARK marking the end of the initial events."""
+    import ssl
+
+    client.create(_slice("wl-1", "node-wl"))
+    assert api.cert is not None
+    query = "watch=true&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&fieldSelector=spec.nodeName%3Dnode-wl&timeoutSeconds=1"
+    req = urllib.request.Request(f"{api.url}/apis/resource.k8s.io/v1/resourceslices?{query}",
+                                 headers={"Authorization": "Bearer t0ken"})  # fmt: skip
+    with urllib.request.urlopen(req, context=ssl.create_default_context(cafile=str(api.cert)), timeout=10) as resp:
+        events = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+    assert [(e["type"], e["object"]["metadata"].get("name")) for e in events] == [("ADDED", "wl-1"), ("BOOKMARK", None)]
+    assert events[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
+    status, body = _raw(api, "GET", "/apis/resource.k8s.io/v1/resourceslices?watch=true&sendInitialEvents=true")
+    assert status == 422 and body["reason"] == "Invalid"
