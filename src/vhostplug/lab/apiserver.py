@@ -20,6 +20,7 @@ import base64
 import contextlib
 import dataclasses
 import json
+import logging
 import ssl
 import subprocess
 import threading
@@ -36,6 +37,7 @@ from aiohttp import web
 from vhostplug.lab import apipatch
 from vhostplug.lab.apistore import JSON, KNOWN, ApiError, Event, Resource, Store
 
+LOG = logging.getLogger(__name__)
 T = TypeVar("T")
 #: A request body decoder: (resource, subresource, body) -> the object as JSON.
 Decoder = Callable[[Resource, str, bytes], Any]
@@ -323,6 +325,10 @@ class ApiServer:
         except ApiError as exc:
             status = exc.code
             return _answer(exc.code, exc.status)
+        except Exception as exc:  # a bug here: still a Status object, as kube-apiserver answers a panic
+            LOG.exception("stand-in kube-apiserver: %s %s failed", request.method, request.path)
+            status = 500
+            return _answer(500, ApiError(500, "InternalError", f"{type(exc).__name__}: {exc}").status)
         finally:
             with self.store.lock:
                 self._requests[at] = dataclasses.replace(entry, status=status)
@@ -380,7 +386,10 @@ class ApiServer:
         if method == "PATCH":
             return self._patch(res, ns, name, sub, ctype, body, query)
         if method == "DELETE":
-            opts = json.loads(body) if body.strip() else {}
+            try:
+                opts = json.loads(body) if body.strip() else {}
+            except ValueError:
+                raise ApiError(400, "BadRequest", "the DeleteOptions are not valid JSON") from None
             pre = opts.get("preconditions") if isinstance(opts, dict) else None
             return _answer(200, self._served(res, self.store.delete(res, ns, name, pre)))
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported")
@@ -448,7 +457,10 @@ class ApiServer:
             except (ValueError, KeyError, TypeError):
                 raise ApiError(400, "BadRequest", "continue key is not valid") from None
             meta["resourceVersion"] = str(rv)
-        limit = int(query.get("limit") or 0)
+        try:
+            limit = int(query.get("limit") or 0)
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"limit {query['limit']!r} is not a number") from None
         if limit > 0 and start + limit < len(items):
             meta["continue"] = base64.urlsafe_b64encode(
                 json.dumps({"rv": rv, "start": start + limit}).encode()

@@ -289,7 +289,8 @@ class Store:
                     meta[owned] = old["metadata"][owned]
                 else:
                     meta.pop(owned, None)
-            meta["name"], meta.pop("generateName", None)
+            meta["name"] = key[3]
+            meta.pop("generateName", None)
             if res.namespaced:
                 meta["namespace"] = key[2]
             if res.status:

@@ -236,6 +236,10 @@ def test_bad_requests_get_status_objects(api: ApiServer) -> None:
     assert status == 400 and "resourceVersion" in body["message"]
     status, body = _raw(api, "POST", path, json.dumps({"metadata": {"generateName": "gen-"}}).encode())
     assert status == 201 and body["metadata"]["name"].startswith("gen-")
+    status, body = _raw(api, "GET", f"{path}?limit=ten")
+    assert status == 400 and body["reason"] == "BadRequest"
+    status, body = _raw(api, "DELETE", f"{path}/whatever", b"{oops")
+    assert status == 400 and body["reason"] == "BadRequest"
     status, body = _raw(api, "GET", "/apis/resource.k8s.io/v1/namespaces/ns4/resourceslices")  # cluster-scoped
     assert status == 404
     status, body = _raw(api, "DELETE", f"{path}/{body.get('metadata', {}).get('name', 'x')}",
