@@ -76,6 +76,9 @@ class Attachment:
     #: node policy: whether the switch may make ``bridge`` when it is missing, and of which datapath type
     may_create_bridge: bool = True
     datapath_type: str = ovsvhost.DATAPATH_NETDEV
+    #: OVS ingress policing of the interface (kbit/s, kbit); None: none
+    ingress_policing_rate: int | None = None
+    ingress_policing_burst: int | None = None
 
     @property
     def key(self) -> str:
@@ -131,6 +134,8 @@ class VhostUserPort:
     mtu: int | None = None
     vlan: int | None = None
     link_state: str | None = None
+    ingress_policing_rate: int | None = None
+    ingress_policing_burst: int | None = None
 
     @property
     def mode(self) -> Mode:
@@ -156,3 +161,18 @@ class DataplaneHealth:
     @property
     def ok(self) -> bool:
         return self.reachable and self.dpdk_initialized
+
+
+@dataclass(frozen=True)
+class DraDevice:
+    """A device of the DRA driver on this node as its ResourceSlice publishes it (see vhostplug.dra.catalog)."""
+
+    pool: str
+    name: str
+    #: ``vhostuser`` or ``vdpa``
+    kind: str
+    #: the OVS bridge a vhost-user port goes on
+    bridge: str | None
+    #: the vDPA device's name (``vdpa0``), for vDPA devices
+    vdpa_device: str | None = None
+    attributes: tuple[tuple[str, object], ...] = ()

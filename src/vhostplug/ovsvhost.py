@@ -46,6 +46,9 @@ ID_CONFIG_FILE = "vhostplug-config-file"
 #: the pod of the attachment, from CNI_ARGS K8S_POD_NAMESPACE / K8S_POD_NAME at ADD (the metrics' labels)
 ID_POD_NAMESPACE = "vhostplug-pod-namespace"
 ID_POD_NAME = "vhostplug-pod-name"
+#: a port made by the DRA driver's Prepare: the claim's UID and the request it serves (see vhostplug.dra)
+ID_DRA_CLAIM = "vhostplug-dra-claim"
+ID_DRA_REQUEST = "vhostplug-dra-request"
 #: Neutron's keys (kuryr / os-vif attachments and Neutron agents read them)
 ID_IFACE = "iface-id"
 ID_IFACE_STATUS = "iface-status"

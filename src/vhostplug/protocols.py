@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from vhostplug.fsutil import Ownership
-from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
+from vhostplug.model import Attachment, DataplaneHealth, DraDevice, NetdevPort, VhostUserPort
 
 if TYPE_CHECKING:  # the kubelet API's generated types; importing them here would pull grpc into every user
     import grpc
@@ -168,3 +168,8 @@ class SliceApiError(Exception):
     def __init__(self, code: int, message: str) -> None:
         super().__init__(f"{code}: {message}" if code else message)
         self.code = code
+class DeviceCatalog(Protocol):
+    """The DRA driver's devices on this node, as published in its ResourceSlices: Prepare asks it what an allocated
+    ``(pool, device)`` is (kind, bridge, vDPA device). ``None``: not a device of this node."""
+
+    def lookup(self, pool: str, device: str) -> DraDevice | None: ...

@@ -82,6 +82,14 @@ class Agent:
                 self.slices = slice_publisher(config.dra, options.policy, vdpa_pools)
             except ValueError as exc:
                 raise ConfigError(f"invalid dra configuration: {exc}") from None
+        self.dra: Any = None
+        if config.dra.enabled:  # the kubelet plugin (vhostplug.dra.node)
+            from vhostplug.dra.node import DraNode
+
+            try:
+                self.dra = DraNode(config.dra, self.dataplane, options.policy, options.ownership, config.state_dir)
+            except ValueError as exc:
+                raise ConfigError(f"invalid dra configuration: {exc}") from None
         self.metrics = Metrics(config.dataplane.ovsdb if config.dataplane.backend == "ovs" else None)
         self.http = HttpEndpoint(self.metrics, self.handler.readiness)
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
@@ -137,6 +145,8 @@ class Agent:
             self._start_device_plugins()
             if self.slices is not None:
                 self.slices.start()
+            if self.dra is not None:
+                await asyncio.to_thread(self.dra.start)
             if self.config.metrics_port:
                 await self.http.start(self.config.metrics_port, self.config.metrics_address)
             LOG.info("vhostplug agent listening on %s (OVSDB %s)", self.config.listen, self.config.dataplane.ovsdb)
@@ -148,6 +158,8 @@ class Agent:
                 self.device_plugins.stop()
             if self.slices is not None:
                 self.slices.stop()
+            if self.dra is not None:
+                self.dra.stop()
             self.dataplane.close()
             LOG.info("vhostplug agent stopped")
 

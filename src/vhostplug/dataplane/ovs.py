@@ -54,6 +54,8 @@ INTERFACE_COLUMNS = (
     "mtu_request",
     "status",
     "link_state",
+    "ingress_policing_rate",
+    "ingress_policing_burst",
 )
 
 
@@ -105,6 +107,9 @@ class _AttachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
         iface.external_ids = att.external_ids()
         if att.mtu:
             iface.mtu_request = att.mtu
+        if att.ingress_policing_rate is not None:
+            iface.ingress_policing_rate = att.ingress_policing_rate
+            iface.ingress_policing_burst = att.ingress_policing_burst or 0
         port = txn.insert(tables["Port"])
         port.name = att.port_name
         port.interfaces = [iface]
@@ -517,6 +522,8 @@ class OvsDataplane:
             mtu=mtu,
             vlan=_first(port.tag) if port is not None else None,
             link_state=_first(row.link_state),
+            ingress_policing_rate=int(row.ingress_policing_rate),
+            ingress_policing_burst=int(row.ingress_policing_burst),
         )
 
     def vhost_sock_dir_unlocked(self, api: Any) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,6 +53,9 @@ class DraConfig(_Strict):
     registry_dir: Path = Field(DEFAULT_REGISTRY_DIR, alias="registryDir")
     #: where the CDI specs of prepared claims go (one file per claim); the container runtime reads it
     cdi_dir: Path = Field(DEFAULT_CDI_DIR, alias="cdiDir")
+    #: the cdiVersion the specs declare: 0.6.0 for the runtimes of Kubernetes >= 1.34 (containerd 2, CRI-O);
+    #: 0.5.0 for runtimes whose CDI library predates 0.6 (podman 4.3 of Debian 12 ignores a 0.6.0 spec)
+    cdi_version: Literal["0.5.0", "0.6.0", "0.7.0", "0.8.0", "1.0.0"] = Field("0.6.0", alias="cdiVersion")
     #: this node's name as in the claims' allocation (default: the NODE_NAME environment variable)
     node_name: str | None = Field(None, alias="nodeName", min_length=1, max_length=253)
     api_server: ApiServerConfig = Field(default_factory=ApiServerConfig, alias="apiServer")

@@ -1,0 +1,448 @@
+"""NodePrepareResources / NodeUnprepareResources of the DRA driver, per claim, and the restart check.
+
+Prepare of one claim: read the claim from the API server (kubelet gives namespace/name/UID), plan every device of
+our driver (:mod:`vhostplug.dra.claims`, all checks before the first side effect), record what it is about to make
+(:mod:`vhostplug.dra.store`), then per device the socket folder and the OVS port in one transaction (the metadata
+file and the CDI spec are written while ovs-vswitchd applies it), then the claim's ``status.devices``. Any failure
+rolls back what that claim made and answers an error for that claim only. Prepare of a prepared claim answers what
+its record says once its ports are checked in OVS; Unprepare removes what the record lists and succeeds for a claim
+it never prepared. At start, :meth:`Driver.reconcile` rolls back claims a crash left half-prepared, makes missing
+ports of prepared claims again and removes DRA ports no record claims.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from vhostplug import fsutil, ovsvhost
+from vhostplug.cni.policy import NodePolicy
+from vhostplug.cni.spec import CniError
+from vhostplug.dra import cdi, claims, metadata
+from vhostplug.dra.claims import AllocatedDevice, ClaimError, ClaimPlan
+from vhostplug.dra.kubeapi import ApiError, KubeApi
+from vhostplug.dra.layout import CDI_KINDS, SOCKET_NAME, ClaimRef, Layout
+from vhostplug.dra.store import PREPARED, PREPARING, ClaimRecord, ClaimStore, DeviceRecord
+from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, mac_for, port_name_for
+from vhostplug.protocols import Dataplane, DataplaneError, DeviceCatalog
+from vhostplug.undo import Undo, roll_back
+
+LOG = logging.getLogger(__name__)
+STATUS_RETRIES = 5
+#: what OVS gives a vhost-user port without mtu_request
+DEFAULT_MTU = 1500
+
+
+@dataclass(frozen=True)
+class ClaimKey:
+    namespace: str
+    name: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class PreparedDevice:
+    request: str
+    pool: str
+    device: str
+    cdi_device_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    devices: tuple[PreparedDevice, ...] = ()
+    error: str = ""
+
+
+@dataclass
+class DriverOptions:
+    driver: str
+    node: str
+    layout: Layout
+    policy: NodePolicy
+    ownership: fsutil.Ownership = field(default_factory=fsutil.Ownership)
+    cdi_version: str = "0.6.0"
+    attach_timeout: float = 5.0
+    client_socket_wait: float = 3.0
+
+
+class Driver:
+    def __init__(
+        self, dataplane: Dataplane, api: KubeApi, catalog: DeviceCatalog, store: ClaimStore, options: DriverOptions
+    ) -> None:
+        self.dataplane, self.api, self.catalog, self.store, self.o = dataplane, api, catalog, store, options
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def _lock(self, uid: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(uid, threading.Lock())
+
+    # -- Prepare -----------------------------------------------------------------------------------------------
+    def prepare(self, keys: list[ClaimKey]) -> dict[str, PrepareResult]:
+        out: dict[str, PrepareResult] = {}
+        for key in keys:
+            try:
+                fsutil.check_component(key.uid, "claim UID")
+                with self._lock(key.uid):
+                    out[key.uid] = self._prepare_one(key)
+            except (ClaimError, fsutil.UnsafePathError) as exc:
+                out[key.uid] = PrepareResult(error=str(exc))
+            except Exception as exc:  # a bug or an outage still answers for this claim only
+                LOG.exception("prepare of claim %s/%s (%s) failed", key.namespace, key.name, key.uid)
+                out[key.uid] = PrepareResult(error=f"claim {key.namespace}/{key.name}: {exc}")
+        return out
+
+    def _prepare_one(self, key: ClaimKey) -> PrepareResult:
+        rec = self.store.load(key.uid)
+        if rec is not None and rec.phase == PREPARED and self._ports_present(rec):
+            return _result(rec)
+        if rec is not None:  # half made (a crash), or a port went missing: start again from nothing
+            self._remove(rec)
+        try:
+            claim = self.api.get_claim(key.namespace, key.name)
+        except ApiError as exc:
+            raise ClaimError(
+                f"claim {key.namespace}/{key.name}: reading it from the API server failed: {exc}"
+            ) from None
+        plan = claims.plan(claim, key.uid, self.o.driver, self.o.node, self.catalog)
+        rec = self._record(plan)
+        undo: Undo = []
+        self.store.save(rec)
+        undo.append(lambda: self.store.remove(key.uid))
+        try:
+            for dev in rec.devices:
+                self._make_device(rec, dev, undo)
+            self._write_status(claim, plan, rec)
+            rec = replace(rec, phase=PREPARED, status_written=True)
+            self.store.save(rec)
+        except BaseException as exc:
+            roll_back(undo, LOG)
+            if isinstance(exc, (DataplaneError, ApiError, OSError)):
+                raise ClaimError(f"claim {key.namespace}/{key.name}: {exc}") from None
+            raise
+        return _result(rec)
+
+    def _record(self, plan: ClaimPlan) -> ClaimRecord:
+        ref, lay = plan.ref, self.o.layout
+        devices = [self._device_record(ref, d) for d in plan.devices]
+        kinds = sorted({d.kind for d in devices})
+        return ClaimRecord(
+            uid=ref.uid,
+            namespace=ref.namespace,
+            name=ref.name,
+            pod_claim_name=ref.pod_claim_name,
+            phase=PREPARING,
+            devices=tuple(devices),
+            cdi_files=tuple(str(lay.cdi_file(ref, k)) for k in kinds),
+            metadata_dir=str(lay.metadata_claim_dir(ref)),
+        )
+
+    def _device_record(self, ref: ClaimRef, d: AllocatedDevice) -> DeviceRecord:
+        lay, cfg = self.o.layout, d.config
+        where = f"claim {ref.namespace}/{ref.name}, request {d.request}"
+        common: dict[str, Any] = {
+            "request": d.request,
+            "pool": d.pool,
+            "device": d.device,
+            "kind": d.catalog.kind,
+            "cdi_device_id": lay.cdi_device_id(ref, d.request, d.catalog.kind),
+            "metadata_file": str(lay.metadata_file(ref, d.request)),
+            "mtu": cfg.mtu,
+            "queues": cfg.queues,
+        }
+        if d.catalog.kind != "vhostuser":
+            raise ClaimError(f"{where}: device {d.pool}/{d.device} is a {d.catalog.kind} device, not supported here")
+        try:
+            bridge = self.o.policy.bridge(d.catalog.bridge, "bridge")
+        except CniError as exc:
+            raise ClaimError(f"{where}: device {d.pool}/{d.device}: {exc.msg} ({exc.details})") from None
+        folder = lay.host_folder(ref, d.request)
+        container_folder = lay.container_folder(ref, d.request)
+        for side, path in (("host", f"{folder}/{SOCKET_NAME}"), ("container", f"{container_folder}/{SOCKET_NAME}")):
+            if len(path.encode()) > MAX_SOCKET_PATH:
+                raise ClaimError(
+                    f"{where}: the {side} socket path {path} is {len(path.encode())} bytes; a unix socket path "
+                    f"may have {MAX_SOCKET_PATH} (shorten the claim / request names or the socket root)"
+                )
+        policing = cfg.ingress_policing
+        return DeviceRecord(
+            **common,
+            port_name=port_name_for(ref.uid, d.request),
+            folder=str(folder),
+            folder_made=True,
+            socket_name=SOCKET_NAME,
+            container_folder=container_folder,
+            mode=cfg.mode.value,
+            bridge=bridge,
+            mac=mac_for(ref.uid, d.request),
+            vlan=cfg.vlan,
+            policing_rate=policing.rate_kbps if policing else None,
+            policing_burst=policing.burst_kb if policing else None,
+        )
+
+    def attachment(self, rec: ClaimRecord, dev: DeviceRecord) -> Attachment:
+        """The OVS attachment of a vhost-user device, from its record alone (also used to make it again)."""
+        extra = {
+            ovsvhost.ID_DRA_CLAIM: rec.uid,
+            ovsvhost.ID_DRA_REQUEST: dev.request,
+            ovsvhost.ID_FOLDER: dev.folder,
+            ovsvhost.ID_FOLDER_OWNED: "true",
+        }
+        return Attachment(
+            container_id=rec.uid,
+            ifname=dev.request,
+            port_name=dev.port_name,
+            socket_dir=Path(dev.folder),
+            socket_name=dev.socket_name,
+            mode=Mode(dev.mode),
+            bridge=dev.bridge,
+            mac=dev.mac,
+            mtu=dev.mtu,
+            vlan=dev.vlan,
+            device_id=f"{dev.pool}/{dev.device}",
+            iface_id=f"{rec.namespace}/{rec.name}/{dev.request}",
+            extra_ids=tuple(sorted(extra.items())),
+            may_create_bridge=self.o.policy.may_create_bridges,
+            datapath_type=self.o.policy.datapath_type,
+            ingress_policing_rate=dev.policing_rate,
+            ingress_policing_burst=dev.policing_burst,
+        )
+
+    def _make_device(self, rec: ClaimRecord, dev: DeviceRecord, undo: Undo) -> None:
+        folder = Path(dev.folder)
+        own = self.o.ownership
+        folder.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+        if not fsutil.ensure_dir(folder, own):  # ours by name (from the claim UID): what a crashed attempt left goes
+            fsutil.empty_dir(folder)
+        undo.append(lambda: fsutil.remove_dir(folder))
+        att = self.attachment(rec, dev)
+        stale = self.dataplane.get_port(att.port_name)
+        if stale is not None:
+            self.dataplane.detach(att.port_name)
+
+        def meanwhile() -> None:
+            self._write_files(rec, dev, undo)
+
+        self.dataplane.attach(att, timeout=self.o.attach_timeout, meanwhile=meanwhile)
+        undo.append(lambda: self.dataplane.detach(att.port_name))
+        if att.mode is Mode.CLIENT:
+            self.dataplane.place_client_socket(att, own, self.o.client_socket_wait)
+
+    def _write_files(self, rec: ClaimRecord, dev: DeviceRecord, undo: Undo) -> None:
+        """The device's metadata file and its claim's CDI spec (rewritten with every device made so far)."""
+        ref = ClaimRef(rec.namespace, rec.name, rec.uid, rec.pod_claim_name)
+        lay = self.o.layout
+        meta_path = Path(dev.metadata_file)
+        undo.append(lambda: metadata.remove_claim_dir(Path(rec.metadata_dir)))
+        text = metadata.document(ref, dev.request, self.o.driver, dev.pool, dev.device, device_attributes(dev))
+        metadata.write(meta_path, text)
+        kind = dev.kind
+        devices = [d for d in rec.devices if d.kind == kind]
+        done = devices[: devices.index(dev) + 1]
+        spec = cdi.spec(self.o.cdi_version, CDI_KINDS[kind], [self._cdi_device(ref, d) for d in done])
+        path = lay.cdi_file(ref, kind)
+        cdi.write(path, spec)
+        undo.append(lambda: cdi.remove(path))
+
+    def _cdi_device(self, ref: ClaimRef, dev: DeviceRecord) -> cdi.CdiDevice:
+        lay = self.o.layout
+        meta = cdi.Mount(dev.metadata_file, lay.metadata_container_file(ref, dev.request), read_only=True)
+        return cdi.CdiDevice(
+            name=lay.cdi_device_name(ref, dev.request),
+            mounts=(cdi.Mount(dev.folder, dev.container_folder), meta),
+        )
+
+    # -- the claim's status (KEP-4817) -------------------------------------------------------------------------
+    def _write_status(self, claim: dict[str, Any], plan: ClaimPlan, rec: ClaimRecord) -> None:
+        ours = [status_entry(self.o.driver, d) for d in rec.devices]
+        self._update_status(claim, lambda entries: [e for e in entries if e.get("driver") != self.o.driver] + ours)
+
+    def _update_status(
+        self, claim: dict[str, Any], change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]
+    ) -> None:
+        meta = claim["metadata"]
+        for attempt in range(STATUS_RETRIES):
+            status = claim.setdefault("status", {})
+            status["devices"] = change(list(status.get("devices") or []))
+            if not status["devices"]:
+                status.pop("devices")
+            try:
+                self.api.replace_claim_status(claim)
+                return
+            except ApiError as exc:  # 409: someone else wrote it since we read it; read it again and redo ours
+                if exc.code != 409 or attempt == STATUS_RETRIES - 1:
+                    raise
+            claim = self.api.get_claim(meta["namespace"], meta["name"])
+            if claim.get("metadata", {}).get("uid") != meta.get("uid"):
+                raise ApiError(409, f"claim {meta['namespace']}/{meta['name']} was replaced meanwhile")
+
+    # -- Unprepare ---------------------------------------------------------------------------------------------
+    def unprepare(self, keys: list[ClaimKey]) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key in keys:
+            try:
+                fsutil.check_component(key.uid, "claim UID")
+                with self._lock(key.uid):
+                    self._unprepare_one(key)
+                with self._locks_guard:  # kubelet serialises the calls of one claim: its lock can go
+                    self._locks.pop(key.uid, None)
+                out[key.uid] = ""
+            except Exception as exc:
+                LOG.warning("unprepare of claim %s/%s (%s) failed: %s", key.namespace, key.name, key.uid, exc)
+                out[key.uid] = f"claim {key.namespace}/{key.name}: {exc}"
+        return out
+
+    def _unprepare_one(self, key: ClaimKey) -> None:
+        rec = self.store.load(key.uid)
+        if rec is None:  # never prepared here (or already unprepared): only a port tagged with it could be ours
+            for port in self.dataplane.list_ports():
+                if port.external_ids.get(ovsvhost.ID_DRA_CLAIM) == key.uid:
+                    self.dataplane.detach(port.name)
+            return
+        self._remove(rec)
+        if rec.status_written:
+            self._clear_status(rec)
+
+    def _remove(self, rec: ClaimRecord) -> None:
+        """Remove everything ``rec`` lists (what is already gone is skipped), then the record."""
+        for dev in rec.devices:
+            if dev.port_name:
+                port = self.dataplane.get_port(dev.port_name)
+                if port is not None and port.external_ids.get(ovsvhost.ID_DRA_CLAIM) == rec.uid:
+                    self.dataplane.detach(dev.port_name)
+            if dev.folder and dev.folder_made:
+                fsutil.remove_dir(Path(dev.folder))
+        for f in rec.cdi_files:
+            cdi.remove(Path(f))
+        if rec.metadata_dir:
+            metadata.remove_claim_dir(Path(rec.metadata_dir))
+        self.store.remove(rec.uid)
+
+    def _clear_status(self, rec: ClaimRecord) -> None:
+        """Best effort: take our entries out of ``status.devices`` (the claim may be gone already)."""
+        try:
+            claim = self.api.get_claim(rec.namespace, rec.name)
+            if claim.get("metadata", {}).get("uid") != rec.uid:
+                return
+            if not any(e.get("driver") == self.o.driver for e in (claim.get("status") or {}).get("devices") or []):
+                return
+            self._update_status(claim, lambda entries: [e for e in entries if e.get("driver") != self.o.driver])
+        except ApiError as exc:
+            if exc.code != 404:
+                LOG.warning("claim %s/%s: could not take our status.devices out: %s", rec.namespace, rec.name, exc)
+
+    # -- after a restart ---------------------------------------------------------------------------------------
+    def reconcile(self) -> dict[str, int]:
+        """Check the claim store against OVS: roll back half-prepared claims, make missing ports of prepared claims
+        again, remove DRA ports that no record claims. Returns counts for the log."""
+        counts = {"rolled_back": 0, "ports_remade": 0, "orphans_removed": 0, "prepared": 0}
+        records = self.store.all()
+        for rec in records:
+            if rec.phase != PREPARED:
+                self._remove(rec)
+                counts["rolled_back"] += 1
+                continue
+            counts["prepared"] += 1
+            for dev in rec.devices:
+                if dev.kind != "vhostuser" or self._port_ok(rec, dev):
+                    continue
+                try:
+                    folder = Path(dev.folder)
+                    fsutil.ensure_dir(folder, self.o.ownership)
+                    if self.dataplane.get_port(dev.port_name) is not None:
+                        self.dataplane.detach(dev.port_name)
+                    self.dataplane.attach(self.attachment(rec, dev), timeout=self.o.attach_timeout)
+                    counts["ports_remade"] += 1
+                except (DataplaneError, OSError) as exc:
+                    LOG.warning(
+                        "claim %s/%s: could not make port %s again: %s", rec.namespace, rec.name, dev.port_name, exc
+                    )
+        known = {r.uid for r in records if r.phase == PREPARED}
+        for port in self.dataplane.list_ports():
+            uid = port.external_ids.get(ovsvhost.ID_DRA_CLAIM)
+            if uid is not None and uid not in known:
+                self.dataplane.detach(port.name)
+                counts["orphans_removed"] += 1
+        return counts
+
+    def _port_ok(self, rec: ClaimRecord, dev: DeviceRecord) -> bool:
+        port = self.dataplane.get_port(dev.port_name)
+        return port is not None and port.external_ids.get(ovsvhost.ID_DRA_CLAIM) == rec.uid
+
+    def _ports_present(self, rec: ClaimRecord) -> bool:
+        return all(self._port_ok(rec, d) for d in rec.devices if d.kind == "vhostuser")
+
+
+def _result(rec: ClaimRecord) -> PrepareResult:
+    return PrepareResult(
+        devices=tuple(PreparedDevice(d.request, d.pool, d.device, (d.cdi_device_id,)) for d in rec.devices)
+    )
+
+
+def device_attributes(dev: DeviceRecord) -> dict[str, str | int | bool]:
+    """The KEP-5304 metadata attributes of a prepared device (what KubeVirt's vhost-user binding reads)."""
+    attrs: dict[str, str | int | bool] = {"kind": dev.kind}
+    if dev.kind == "vhostuser":
+        attrs.update(
+            {
+                "vhost-user-path": f"{dev.container_folder}/{dev.socket_name}",
+                "vhost-user-mode": dev.mode,
+                "bridge": dev.bridge,
+                "mac": dev.mac,
+            }
+        )
+    if dev.mtu is not None:
+        attrs["mtu"] = dev.mtu
+    if dev.queues is not None:
+        attrs["queues"] = dev.queues
+    if dev.dev_node:
+        attrs["vhost-vdpa-path"] = dev.dev_node
+        attrs["vdpa-device"] = dev.vdpa_device
+    return attrs
+
+
+def status_entry(driver: str, dev: DeviceRecord) -> dict[str, Any]:
+    """One ``status.devices[]`` entry (KEP-4817): ``data`` for people and tools, ``networkData`` as the API wants."""
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    data: dict[str, Any] = {"kind": dev.kind, "cdiDeviceID": dev.cdi_device_id}
+    network: dict[str, Any] = {}
+    if dev.kind == "vhostuser":
+        data.update(
+            {
+                "hostFolder": dev.folder,
+                "hostSocket": f"{dev.folder}/{dev.socket_name}",
+                "containerFolder": dev.container_folder,
+                "containerSocket": f"{dev.container_folder}/{dev.socket_name}",
+                "mode": dev.mode,
+                "bridge": dev.bridge,
+                "port": dev.port_name,
+            }
+        )
+        network = {"interfaceName": dev.port_name, "hardwareAddress": dev.mac}
+    for key, value in (("mtu", dev.mtu), ("vlan", dev.vlan), ("queues", dev.queues)):
+        if value is not None:
+            data[key] = value
+    entry: dict[str, Any] = {
+        "driver": driver,
+        "pool": dev.pool,
+        "device": dev.device,
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "Prepared",
+                "message": "OVS port made and checked" if dev.kind == "vhostuser" else "device handed to the container",
+                "lastTransitionTime": now,
+            }
+        ],
+        "data": data,
+    }
+    if network:
+        entry["networkData"] = network
+    return entry

@@ -1,0 +1,69 @@
+"""The DRA driver's node side as the agent runs it: built from the agent's configuration (API server client, the
+slice catalog, the claim store under ``<stateDir>/dra``, the driver, the kubelet plugin), started after the restart
+check (:meth:`vhostplug.dra.driver.Driver.reconcile`) and stopped with the agent."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from vhostplug import fsutil
+from vhostplug.cni.policy import NodePolicy
+from vhostplug.dra.catalog import SliceCatalog
+from vhostplug.dra.config import DraConfig
+from vhostplug.dra.driver import Driver, DriverOptions
+from vhostplug.dra.kubeapi import KubeApi
+from vhostplug.dra.layout import Layout
+from vhostplug.dra.plugin import KubeletPlugin
+from vhostplug.dra.store import ClaimStore
+from vhostplug.protocols import Dataplane
+
+LOG = logging.getLogger(__name__)
+STORE_SUBDIR = "dra"
+
+
+class DraNode:
+    def __init__(
+        self,
+        config: DraConfig,
+        dataplane: Dataplane,
+        policy: NodePolicy,
+        ownership: fsutil.Ownership,
+        state_dir: Path,
+    ) -> None:
+        node = config.node  # raises ValueError naming dra.nodeName when unknown
+        self.config = config
+        self.api = KubeApi(config.api_server)
+        layout = Layout(
+            socket_root=policy.socket_roots[0],
+            container_root=policy.container_socket_roots[0],
+            plugin_dir=config.plugin_dir,
+            cdi_dir=config.cdi_dir,
+            driver=config.driver_name,
+        )
+        options = DriverOptions(
+            driver=config.driver_name,
+            node=node,
+            layout=layout,
+            policy=policy,
+            ownership=ownership,
+            cdi_version=config.cdi_version,
+        )
+        catalog = SliceCatalog(self.api, node, config.driver_name)
+        self.driver = Driver(dataplane, self.api, catalog, ClaimStore(state_dir / STORE_SUBDIR), options)
+        self.plugin = KubeletPlugin(
+            self.driver, config.driver_name, config.service_socket, config.registration_socket, config.services
+        )
+
+    def start(self) -> None:
+        counts = self.driver.reconcile()
+        LOG.info(
+            "DRA claim store checked against OVS: %(prepared)d prepared, %(rolled_back)d half-prepared rolled back, "
+            "%(ports_remade)d ports made again, %(orphans_removed)d orphan ports removed",
+            counts,
+        )
+        self.plugin.start()
+
+    def stop(self) -> None:
+        self.plugin.stop()
+        self.api.close()
