@@ -100,14 +100,25 @@ def _remove_socket(path: Path) -> None:
 
 
 def _serve(path: Path, add: list[tuple[Any, Any]], workers: int, name: str) -> grpc.Server:
+    """Serve on ``path``: bound under a temporary name, made 0600, then renamed over the name (replacing a stale
+    socket of an earlier run), so the socket kubelet's plugin watcher sees appear is complete and answers."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    _remove_socket(path)  # a stale socket of an earlier run makes bind fail
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    _remove_socket(tmp)
     server = grpc.server(futures.ThreadPoolExecutor(workers, thread_name_prefix=name))
     for add_fn, servicer in add:
         add_fn(servicer, server)
-    server.add_insecure_port(f"unix:{path}")
+    server.add_insecure_port(f"unix:{tmp}")
     server.start()
-    os.chmod(path, 0o600, follow_symlinks=False)
+    try:
+        os.chmod(tmp, 0o600, follow_symlinks=False)
+        if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(f"{path} exists and is not a socket; not replacing it")
+        os.rename(tmp, path)
+    except BaseException:
+        server.stop(None)
+        _remove_socket(tmp)
+        raise
     return server
 
 
