@@ -5,6 +5,7 @@ check (:meth:`vhostplug.dra.driver.Driver.reconcile`) and stopped with the agent
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 from vhostplug import fsutil
@@ -20,6 +21,7 @@ from vhostplug.protocols import Dataplane
 
 LOG = logging.getLogger(__name__)
 STORE_SUBDIR = "dra"
+RECONCILE_RETRY_SECONDS = 2.0
 
 
 class DraNode:
@@ -51,19 +53,40 @@ class DraNode:
         )
         catalog = SliceCatalog(self.api, node, config.driver_name)
         self.driver = Driver(dataplane, self.api, catalog, ClaimStore(state_dir / STORE_SUBDIR), options)
+        self._stop = threading.Event()
+        self._retry: threading.Thread | None = None
         self.plugin = KubeletPlugin(
             self.driver, config.driver_name, config.service_socket, config.registration_socket, config.services
         )
 
-    def start(self) -> None:
-        counts = self.driver.reconcile()
+    def _reconcile(self) -> bool:
+        try:
+            counts = self.driver.reconcile()
+        except Exception as exc:  # OVS not up yet: Prepare copes with what a crash left; try again shortly
+            LOG.warning("DRA claim store not checked against OVS yet: %s (retrying)", exc)
+            return False
         LOG.info(
             "DRA claim store checked against OVS: %(prepared)d prepared, %(rolled_back)d half-prepared rolled back, "
             "%(ports_remade)d ports made again, %(orphans_removed)d orphan ports removed",
             counts,
         )
+        return True
+
+    def _retry_reconcile(self) -> None:
+        while not self._stop.wait(RECONCILE_RETRY_SECONDS):
+            if self._reconcile():
+                return
+
+    def start(self) -> None:
+        """Check the store against OVS (retried in the background while OVS is unreachable), then serve kubelet."""
+        if not self._reconcile():
+            self._retry = threading.Thread(target=self._retry_reconcile, name="dra-reconcile", daemon=True)
+            self._retry.start()
         self.plugin.start()
 
     def stop(self) -> None:
+        self._stop.set()
         self.plugin.stop()
+        if self._retry is not None:
+            self._retry.join(timeout=10)
         self.api.close()

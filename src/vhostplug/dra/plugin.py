@@ -103,7 +103,7 @@ def _serve(path: Path, add: list[tuple[Any, Any]], workers: int, name: str) -> g
     """Serve on ``path``: bound under a temporary name, made 0600, then renamed over the name (replacing a stale
     socket of an earlier run), so the socket kubelet's plugin watcher sees appear is complete and answers."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o750)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp = path.with_name(f".{path.name[:-1]}")  # as long as the name: a unix socket path has 107 bytes at most
     _remove_socket(tmp)
     server = grpc.server(futures.ThreadPoolExecutor(workers, thread_name_prefix=name))
     for add_fn, servicer in add:

@@ -12,7 +12,6 @@ import pytest
 
 from vhostplug.lab.apiserver import ApiServer
 from vhostplug.lab.ovs import PrivateOvs
-from vhostplug_testsupport import draobjects
 from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
 from vhostplug_testsupport.drakubelet import DraKubelet
 
@@ -24,7 +23,6 @@ BRIDGE = "br-dra"
 def apiserver() -> Iterator[ApiServer]:
     with tempfile.TemporaryDirectory(prefix="vhp-api-") as tls, ApiServer(tls_dir=Path(tls), token="dra-t0ken") as api:
         (Path(tls) / "token").write_text("dra-t0ken\n")
-        api.put(draobjects.slice_of(NODE, BRIDGE, 16))
         yield api
 
 
@@ -46,6 +44,10 @@ def dra_agent(private_ovs: PrivateOvs, apiserver: ApiServer) -> Iterator[AgentPr
     root = Path(tempfile.mkdtemp(prefix="vhp-dra-", dir="/tmp"))
     agent = make_agent(private_ovs, bridges={"allowed": [BRIDGE, "br-cni"]}, dra=dra_config(root, apiserver))
     agent.dra_root = root  # type: ignore[attr-defined]
+    # the agent publishes this node's slots (vhu-br-dra-0..15) before kubelet's claims can name them
+    apiserver.wait_for(
+        lambda: [s for s in apiserver.list("resource.k8s.io/v1", "ResourceSlice") if s["spec"]["nodeName"] == NODE]
+    )
     try:
         yield agent
     finally:

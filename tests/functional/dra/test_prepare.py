@@ -80,13 +80,13 @@ def test_prepare_makes_port_folder_cdi_metadata_and_status_and_unprepare_removes
         "queues": 2,
         "ingressPolicing": {"rateKbps": 100000, "burstKb": 10000},
     }
-    obj = draobjects.claim("vm-a-net1-x7k2p", NODE, [("vhost", "vu-000")], params=params, pod_claim_name="net1")
+    obj = draobjects.claim("vm-a-net1-x7k2p", NODE, [("vhost", "vhu-br-dra-0")], params=params, pod_claim_name="net1")
     c = _seed(apiserver, obj)
     resp = kubelet.prepare([c])
     entry = resp.claims[c.uid]
     assert entry.error == ""
     [dev] = entry.devices
-    assert (list(dev.request_names), dev.pool_name, dev.device_name) == (["vhost"], NODE, "vu-000")
+    assert (list(dev.request_names), dev.pool_name, dev.device_name) == (["vhost"], NODE, "vhu-br-dra-0")
     assert list(dev.cdi_device_ids) == [f"vhostplug.io/vhostuser={c.uid}-vhost"]
     container_dir = "/var/run/vhostplug/dra/resourceclaimtemplates/net1/vhost"
 
@@ -118,7 +118,7 @@ def test_prepare_makes_port_folder_cdi_metadata_and_status_and_unprepare_removes
 
     # KEP-4817 status
     [st] = _status_devices(apiserver, c)
-    assert (st["driver"], st["pool"], st["device"]) == (DRIVER_NAME, NODE, "vu-000")
+    assert (st["driver"], st["pool"], st["device"]) == (DRIVER_NAME, NODE, "vhu-br-dra-0")
     assert st["data"]["containerSocket"] == f"{container_dir}/vhu.sock"
     assert st["data"]["hostSocket"] == port.socket_path
     assert st["networkData"] == {"interfaceName": port.name, "hardwareAddress": port.external_ids["attached-mac"]}
@@ -142,8 +142,8 @@ def test_claims_from_one_template_get_one_container_path(
     dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
 ) -> None:
     """A migration's source and target virt-launchers: two claims from one template, one pod claim name."""
-    a = _seed(apiserver, draobjects.claim("launcher-a-net", NODE, [("vhost", "vu-001")], pod_claim_name="net2"))
-    b = _seed(apiserver, draobjects.claim("launcher-b-net", NODE, [("vhost", "vu-002")], pod_claim_name="net2"))
+    a = _seed(apiserver, draobjects.claim("launcher-a-net", NODE, [("vhost", "vhu-br-dra-1")], pod_claim_name="net2"))
+    b = _seed(apiserver, draobjects.claim("launcher-b-net", NODE, [("vhost", "vhu-br-dra-2")], pod_claim_name="net2"))
     resp = kubelet.prepare([a, b])
     assert resp.claims[a.uid].error == "" and resp.claims[b.uid].error == ""
     sa, sb = _status_devices(apiserver, a)[0]["data"], _status_devices(apiserver, b)[0]["data"]
@@ -161,25 +161,28 @@ def test_claims_from_one_template_get_one_container_path(
 def test_bad_claims_get_an_error_each_and_leave_nothing_while_a_good_one_is_prepared(
     dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
 ) -> None:
-    good = _seed(apiserver, draobjects.claim("good", NODE, [("vhost", "vu-003")]))
+    good = _seed(apiserver, draobjects.claim("good", NODE, [("vhost", "vhu-br-dra-3")]))
     cases = {
         "unknown key": (
-            draobjects.claim("bad-key", NODE, [("vhost", "vu-004")], params={"mtu": 1500, "colour": 1}),
+            draobjects.claim("bad-key", NODE, [("vhost", "vhu-br-dra-4")], params={"mtu": 1500, "colour": 1}),
             "colour: unknown key",
         ),
-        "bad value": (draobjects.claim("bad-vlan", NODE, [("vhost", "vu-005")], params={"vlan": 5000}), "vlan"),
+        "bad value": (draobjects.claim("bad-vlan", NODE, [("vhost", "vhu-br-dra-5")], params={"vlan": 5000}), "vlan"),
         "another driver": (
             draobjects.claim("other", NODE, [("gpu", "gpu-0")], driver="gpu.example.com"),
             f"no device of driver {DRIVER_NAME}",
         ),
         "no allocation": (
-            draobjects.claim("pending", NODE, [("vhost", "vu-006")], allocated=False),
+            draobjects.claim("pending", NODE, [("vhost", "vhu-br-dra-6")], allocated=False),
             "is not allocated",
         ),
-        "another node": (draobjects.claim("elsewhere", "node-b", [("vhost", "vu-007")]), "allocated to another node"),
+        "another node": (
+            draobjects.claim("elsewhere", "node-b", [("vhost", "vhu-br-dra-7")]),
+            "allocated to another node",
+        ),
         "not published": (
-            draobjects.claim("ghost", NODE, [("vhost", "vu-999")]),
-            f"device {NODE}/vu-999 is not a device of driver {DRIVER_NAME} on node {NODE}",
+            draobjects.claim("ghost", NODE, [("vhost", "vhu-br-dra-999")]),
+            f"device {NODE}/vhu-br-dra-999 is not a device of driver {DRIVER_NAME} on node {NODE}",
         ),
     }
     seeded = {what: _seed(apiserver, obj) for what, (obj, _) in cases.items()}
@@ -201,7 +204,7 @@ def test_bad_claims_get_an_error_each_and_leave_nothing_while_a_good_one_is_prep
 def test_a_failed_status_write_rolls_the_claim_back(
     dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
 ) -> None:
-    c = _seed(apiserver, draobjects.claim("status-fails", NODE, [("vhost", "vu-008")]))
+    c = _seed(apiserver, draobjects.claim("status-fails", NODE, [("vhost", "vhu-br-dra-8")]))
     apiserver.fail("PUT", f"/apis/{API}/namespaces/default/resourceclaims/status-fails/status", 500)
     err = kubelet.prepare([c]).claims[c.uid].error
     assert "status-fails" in err and "500" in err
@@ -217,7 +220,7 @@ def test_v1beta1_service_answers_too(dra_agent: AgentProc, apiserver: ApiServer)
     try:
         old.register()
         assert old.version == "v1beta1.DRAPlugin"
-        c = _seed(apiserver, draobjects.claim("beta", NODE, [("vhost", "vu-009")]))
+        c = _seed(apiserver, draobjects.claim("beta", NODE, [("vhost", "vhu-br-dra-9")]))
         entry = old.prepare([c]).claims[c.uid]
         assert entry.error == "" and list(entry.devices[0].cdi_device_ids) == [f"vhostplug.io/vhostuser={c.uid}-vhost"]
         assert old.unprepare([c]).claims[c.uid].error == ""

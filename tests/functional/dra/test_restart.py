@@ -24,7 +24,7 @@ def _restart(agent: AgentProc, kubelet: DraKubelet) -> None:
 def test_unprepare_after_sigkill_removes_what_prepare_made(
     dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
 ) -> None:
-    c = _seed(apiserver, draobjects.claim("crash-a", NODE, [("vhost", "vu-010"), ("vhost2", "vu-011")]))
+    c = _seed(apiserver, draobjects.claim("crash-a", NODE, [("vhost", "vhu-br-dra-10"), ("vhost2", "vhu-br-dra-11")]))
     assert kubelet.prepare([c]).claims[c.uid].error == ""
     made = _leftovers(dra_agent, c)
     assert len([n for n in made if n.startswith("vhu")]) == 2
@@ -40,7 +40,7 @@ def test_unprepare_after_sigkill_removes_what_prepare_made(
 def test_restart_remakes_a_missing_port_and_removes_an_orphan(
     dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
 ) -> None:
-    c = _seed(apiserver, draobjects.claim("crash-b", NODE, [("vhost", "vu-012")], params={"mtu": 2000}))
+    c = _seed(apiserver, draobjects.claim("crash-b", NODE, [("vhost", "vhu-br-dra-12")], params={"mtu": 2000}))
     assert kubelet.prepare([c]).claims[c.uid].error == ""
     [port] = [p for p in _dra_ports(dra_agent).values() if p.external_ids[ovsvhost.ID_DRA_CLAIM] == c.uid]
     dp = dra_agent.dataplane
