@@ -36,6 +36,7 @@ from aiohttp import web
 
 from vhostplug.lab import apipatch
 from vhostplug.lab.apistore import JSON, KNOWN, ApiError, Event, Resource, Store
+from vhostplug.lab.apiwatch import served, watch
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -364,7 +365,7 @@ class ApiServer:
         if route.name is None:
             if method == "GET":
                 if query.get("watch") in ("true", "1"):
-                    return await self._watch(request, res, route.namespace, query)
+                    return await watch(request, self.store, res, route.namespace, query, self._watches)
                 return _answer(200, self._list(res, route.namespace, query))
             if method == "POST":
                 return _answer(201, self._served(res, self.store.create(res, ns, self._decode(res, "", ctype, body))))
@@ -443,7 +444,7 @@ class ApiServer:
 
     @staticmethod
     def _served(res: Resource, obj: JSON) -> JSON:
-        return obj | {"apiVersion": res.api_version}
+        return served(res, obj)
 
     def _list(self, res: Resource, ns: str | None, query: dict[str, str]) -> JSON:
         match = self.store.matcher(res, query.get("labelSelector", ""), query.get("fieldSelector", ""))
@@ -471,61 +472,3 @@ class ApiServer:
             items = items[start:]
         return {"apiVersion": res.api_version, "kind": f"{res.kind}List", "metadata": meta,
                 "items": [self._served(res, i) for i in items]}  # fmt: skip
-
-    async def _watch(self, request: web.Request, res: Resource, ns: str | None, query: dict[str, str]) -> web.StreamResponse:  # fmt: skip
-        match = self.store.matcher(res, query.get("labelSelector", ""), query.get("fieldSelector", ""))
-        queue: asyncio.Queue[Event | None] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-
-        def listener(event: Event) -> None:
-            loop.call_soon_threadsafe(queue.put_nowait, event)
-
-        start = query.get("resourceVersion", "")
-        initial = query.get("sendInitialEvents") == "true"
-        if initial and query.get("allowWatchBookmarks") != "true":
-            raise ApiError(422, "Invalid", "sendInitialEvents requires allowWatchBookmarks=true")
-        with self.store.lock:
-            if start in ("", "0") or initial:
-                rv, items = self.store.select(res, ns, match)
-                backlog = [Event("ADDED", rv, res.group, res.plural, ns or "", i) for i in items]
-                if initial:  # a watch-list client (client-go's WatchListClient): the end of the initial state
-                    end = {"kind": res.kind, "apiVersion": res.api_version, "metadata": {"resourceVersion": str(rv),
-                           "annotations": {"k8s.io/initial-events-end": "true"}}}  # fmt: skip
-                    backlog.append(Event("BOOKMARK", rv, res.group, res.plural, ns or "", end))
-            else:
-                try:
-                    since = self.store.since(int(start))
-                except ValueError:
-                    raise ApiError(400, "BadRequest", f"invalid resourceVersion {start!r}") from None
-                if since is None:
-                    raise ApiError(410, "Expired", f"too old resource version: {start}")
-                backlog = since
-            self.store.listeners.append(listener)
-        self._watches.add(queue)
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.enable_chunked_encoding()
-        try:
-            await response.prepare(request)
-            for old in backlog:
-                queue.put_nowait(old)
-            deadline = loop.time() + float(query.get("timeoutSeconds") or 1800)
-            while (left := deadline - loop.time()) > 0:
-                try:
-                    event = await asyncio.wait_for(queue.get(), left)
-                except TimeoutError:
-                    break
-                if event is None:
-                    break
-                if (event.group, event.plural) != (res.group, res.plural) or (ns is not None and event.namespace != ns):
-                    continue
-                if event.type != "BOOKMARK" and not match(event.obj):
-                    continue
-                line = {"type": event.type, "object": self._served(res, event.obj)}
-                await response.write(json.dumps(line).encode() + b"\n")
-        except ConnectionResetError:
-            pass
-        finally:
-            with self.store.lock:
-                self.store.listeners.remove(listener)
-            self._watches.discard(queue)
-        return response
