@@ -105,6 +105,14 @@ def lab_down(run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the l
         typer.echo(line)
 
 
+@lab_app.command("apiserver", hidden=True)
+def lab_apiserver(run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state.")) -> None:
+    """Serve the lab's stand-in kube-apiserver until SIGTERM (`lab up` starts it in the background)."""
+    from vhostplug.lab.apiserverd import serve
+
+    serve(run_dir)
+
+
 @lab_app.command("demo")
 def lab_demo(
     run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),

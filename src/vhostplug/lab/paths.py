@@ -5,6 +5,7 @@ Every lab module and bench that needs a path of a running lab asks :class:`LabPa
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from vhostplug.validation import DEFAULT_DEVINFO_DIR
@@ -28,3 +29,15 @@ class LabPaths:
         self.devinfo_dir = DEFAULT_DEVINFO_DIR
         self.ipam_dir = self.run_dir / "ipam"
         self.vdpa_dir = self.run_dir / "vdpa"  # the stand-in vDPA hardware (sysfs tree + dev root)
+        # DRA: kubelet's plugin folders, the CDI folder the lab's runtime reads, the stand-in kube-apiserver
+        self.plugins_dir = self.run_dir / "kubelet" / "plugins"
+        self.plugins_registry_dir = self.run_dir / "kubelet" / "plugins_registry"
+        self.cdi_dir = self.run_dir / "cdi"
+        self.apiserver_url = self.run_dir / "apiserver.url"
+        self.apiserver_pidfile = self.run_dir / "apiserver.pid"
+        self.apiserver_log = self.run_dir / "apiserver.log"
+
+    @property
+    def node_name(self) -> str:
+        """The lab node's name (in its ResourceSlices and claims' allocations): unique per run folder."""
+        return "lab-" + hashlib.sha256(str(self.run_dir.resolve()).encode()).hexdigest()[:6]

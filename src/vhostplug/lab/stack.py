@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug.cni.install import copy_ipam_plugins, install_shim
+from vhostplug.lab import apiserverd
 from vhostplug.lab.demo_cleanup import cleanup as demo_cleanup
 from vhostplug.lab.demo_state import Names
 from vhostplug.lab.multus import RESOURCE
@@ -50,10 +51,21 @@ def device_id_prefix(paths: LabPaths) -> str:
     return f"vu{Names.of(paths.run_dir).tag}-"
 
 
-def agent_config(paths: LabPaths, ovs: PrivateOvs) -> dict[str, Any]:
+def agent_config(paths: LabPaths, ovs: PrivateOvs, apiserver: str | None = None) -> dict[str, Any]:
+    """The lab agent's configuration; with ``apiserver`` (the stand-in's URL) also the DRA driver, its kubelet
+    plugin folders and CDI folder under the run folder."""
     from vhostplug.lab.demo_vdpa import pool_config as vdpa_pool_config
 
+    dra = {
+        "enabled": True,
+        "nodeName": paths.node_name,
+        "apiServer": {"url": apiserver},
+        "pluginsDir": str(paths.plugins_dir),
+        "registryDir": str(paths.plugins_registry_dir),
+        "cdiDir": str(paths.cdi_dir),
+    }
     return {
+        **({"dra": dra} if apiserver else {}),
         "listen": str(paths.agent_socket),
         "socketRoot": str(paths.socket_root),
         # node policy: the lab's VM network names the socket root as its container root (libvirtd runs on the host)
@@ -79,12 +91,12 @@ def _agent_pid(paths: LabPaths) -> int | None:
     return pid if pid_alive(pid) else None
 
 
-def start_agent(paths: LabPaths, ovs: PrivateOvs, timeout: float = 20.0) -> int:
+def start_agent(paths: LabPaths, ovs: PrivateOvs, timeout: float = 20.0, apiserver: str | None = None) -> int:
     if (pid := _agent_pid(paths)) is not None and paths.agent_socket.is_socket():
         return pid
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     paths.device_plugin_dir.mkdir(parents=True, exist_ok=True)
-    paths.agent_config.write_text(json.dumps(agent_config(paths, ovs), indent=2))
+    paths.agent_config.write_text(json.dumps(agent_config(paths, ovs, apiserver), indent=2))
     exe = Path(sys.executable).with_name("vhostplug")
     argv = [str(exe), "agent", "--config", str(paths.agent_config)]
     with open(paths.agent_log, "ab") as log:
@@ -127,7 +139,7 @@ def lab_up(run_dir: Path, hugepages: bool = False) -> dict[str, Any]:
     ovs.start()
     install_shim(paths.cni_bin_dir)
     copy_ipam_plugins(paths.cni_bin_dir)
-    start_agent(paths, ovs)
+    start_agent(paths, ovs, apiserver=apiserverd.start(paths))
     return lab_status(run_dir)
 
 
@@ -145,6 +157,10 @@ def lab_status(run_dir: Path) -> dict[str, Any]:
             "device_plugin_dir": str(paths.device_plugin_dir),
             "devinfo_dir": str(paths.devinfo_dir),
             "bridges": lab_bridges(paths),
+            "node_name": paths.node_name,
+            "apiserver": apiserverd.url(paths),
+            "cdi_dir": str(paths.cdi_dir),
+            "dra_plugins_registry": str(paths.plugins_registry_dir),
         }
     )
     return status
@@ -176,6 +192,8 @@ def lab_down(run_dir: Path) -> list[str]:
     done: list[str] = demo_cleanup(paths.run_dir)  # pods and VMs first, from the demo's state on disk
     if (pid := stop_agent(paths)) is not None:
         done.append(f"stopped agent (pid {pid})")
+    if (pid := apiserverd.stop(paths)) is not None:
+        done.append(f"stopped the stand-in kube-apiserver (pid {pid})")
     done += _remove_dp_files(paths)
     done.extend(PrivateOvs(paths.ovs_dir).stop())
     if paths.run_dir.exists():
