@@ -126,7 +126,7 @@ class CniGen:
     # -- a netconf ---------------------------------------------------------------------------------------------
     def base_conf(self) -> dict[str, Any]:
         conf: dict[str, Any] = {
-            "cniVersion": self.rng.choice(("1.1.0", "1.0.0", "0.4.0")),
+            "cniVersion": self.rng.choice(("1.1.0", "1.0.0", "0.4.0", "0.3.1", "0.2.0")),
             "name": "fuzznet",
             "type": "vhostplug",
             "socketRoot": str(self.socket_root),
