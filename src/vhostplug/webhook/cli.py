@@ -58,6 +58,12 @@ def webhook(
         "--health-port",
         help="Also answer /healthz and /readyz over plain HTTP on this port (for the kubelet's probes).",
     ),
+    shutdown_delay: float = typer.Option(
+        0.0,
+        "--shutdown-delay",
+        min=0.0,
+        help="On SIGTERM, answer /readyz 503 and keep serving reviews this many seconds before stopping.",
+    ),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the mutating admission webhook (HTTPS)."""
@@ -85,6 +91,7 @@ def webhook(
             header_timeout=header_timeout,
             limits=limits,
             health_port=health_port or None,
+            shutdown_delay=shutdown_delay,
         )
 
     asyncio.run(main())

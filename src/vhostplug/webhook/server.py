@@ -16,7 +16,7 @@ import logging
 import signal
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,6 @@ class Health:
     slots: ConnectionSlots | None = None
     certs: CertReloader | None = None
     draining: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def snapshot(self) -> dict[str, Any]:
         g = self.gate.stats
@@ -83,7 +82,7 @@ class Health:
         }
         if self.slots is not None:
             out["connections"] = {"open": self.slots.open, "peak": self.slots.peak, "max": self.slots.limit}
-        return {**out, **self.extra}
+        return out
 
     def not_ready(self) -> str | None:
         """Why the webhook should get no new reviews now (None: it should)."""
@@ -273,12 +272,15 @@ async def serve(
     handshake_timeout: float | None = None,
     limits: Limits = Limits(),
     health_port: int | None = None,
+    shutdown_delay: float = 0.0,
 ) -> None:
     """Serve until SIGTERM/SIGINT. A connection that has not finished its TLS handshake within ``handshake_timeout``
     (default: ``header_timeout``, at most 10 s), or its request line and headers within ``header_timeout`` (also: an
     idle kept-alive connection), is closed; a body not received within ``header_timeout`` is answered 408.
     ``health_port``: also answer ``/healthz`` and ``/readyz`` over plain HTTP there (the kubelet's probes need no TLS
-    and never wait behind the connection limit)."""
+    and never wait behind the connection limit). On SIGTERM/SIGINT ``/readyz`` answers 503 at once and reviews are
+    still served for ``shutdown_delay`` seconds (while the endpoint is taken out of the Service), then the server
+    stops accepting and finishes what it has."""
     fix_mmap_threshold()
     if handshake_timeout is None:
         handshake_timeout = min(HANDSHAKE_TIMEOUT, header_timeout)
@@ -310,6 +312,12 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
+        health.draining = True
+        if shutdown_delay > 0:
+            log.info("shutting down in %gs (not ready meanwhile)", shutdown_delay)
+            stop.clear()  # a second signal ends the wait
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), shutdown_delay)
     finally:
         health.draining = True
         for task in (watcher, accepting):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -91,3 +92,14 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024 / 1e6
     raise AssertionError(f"no VmRSS for {pid}")
+
+
+def tls_client(version: ssl.TLSVersion, ciphers: str | None = None) -> ssl.SSLContext:
+    """A client context for exactly ``version`` (and ``ciphers``) that trusts any certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    if ciphers is not None or version < ssl.TLSVersion.TLSv1_2:
+        ctx.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")
+    ctx.minimum_version = ctx.maximum_version = version
+    return ctx

@@ -1,71 +1,22 @@
-"""The HTTPS server: certificate rotation without restart, TLS versions and suites, the limits on slow or large
-requests, and the health and readiness answers."""
+"""The HTTPS server: the limits on slow or large requests, health and readiness, and the shutdown."""
 
 from __future__ import annotations
 
 import contextlib
 import http.client
 import json
+import signal
 import socket
 import ssl
 import time
 from pathlib import Path
 
-from tests.unit.webhook.pods import HEADER_TIMEOUT, wait_for
-from vhostplug_testsupport.webhook import ApiServer, Webhook, make_cert, start_webhook
-
-
-def test_certificate_rotation_is_picked_up(webhook: Webhook, tls_dir: Path) -> None:
-    before = webhook.fingerprint()
-    new_cert, new_key = make_cert(tls_dir, "rotated")
-    webhook.key.write_bytes(new_key.read_bytes())
-    webhook.cert.write_bytes(new_cert.read_bytes())
-    deadline = time.monotonic() + 10
-    while webhook.fingerprint() == before:
-        assert time.monotonic() < deadline, "webhook kept serving the old certificate"
-        time.sleep(0.2)
-    # and it still answers reviews with the new cert
-    pod = {"metadata": {}, "spec": {"containers": [{"name": "a"}]}}
-    assert webhook.review(pod, uid="after-rotation")["allowed"] is True
-
-
-def _tls_client(version: ssl.TLSVersion, ciphers: str | None = None) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    if ciphers is not None or version < ssl.TLSVersion.TLSv1_2:
-        ctx.set_ciphers((ciphers or "ALL") + ":@SECLEVEL=0")
-    ctx.minimum_version = ctx.maximum_version = version
-    return ctx
-
-
-def _handshake(port: int, ctx: ssl.SSLContext) -> str | None:
-    """The negotiated cipher, or None when the server refused."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
-        try:
-            with ctx.wrap_socket(raw) as tls:
-                cipher = tls.cipher()
-                return cipher[0] if cipher else None
-        except (ssl.SSLError, ConnectionResetError):
-            return None
-
-
-def test_tls_versions_and_suites(webhook: Webhook) -> None:
-    assert _handshake(webhook.port, _tls_client(ssl.TLSVersion.TLSv1_3)) is not None
-    assert _handshake(webhook.port, _tls_client(ssl.TLSVersion.TLSv1_2)) in {
-        "ECDHE-ECDSA-AES128-GCM-SHA256",
-        "ECDHE-ECDSA-AES256-GCM-SHA384",
-        "ECDHE-ECDSA-CHACHA20-POLY1305",
-    }
-    cbc = "ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384"
-    assert _handshake(webhook.port, _tls_client(ssl.TLSVersion.TLSv1_2, cbc)) is None
-    for old in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
-        assert _handshake(webhook.port, _tls_client(old)) is None
-    assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-tls")["allowed"]
+from tests.unit.webhook.pods import HEADER_TIMEOUT, tls_client, wait_for
+from vhostplug_testsupport.webhook import ApiServer, Webhook, start_webhook
 
 
 def test_unfinished_headers_are_cut_off(webhook: Webhook) -> None:
-    ctx = _tls_client(ssl.TLSVersion.TLSv1_3)
+    ctx = tls_client(ssl.TLSVersion.TLSv1_3)
     conns = []
     for _ in range(40):
         tls = ctx.wrap_socket(socket.create_connection(("127.0.0.1", webhook.port), timeout=5))
@@ -87,34 +38,6 @@ def test_unfinished_headers_are_cut_off(webhook: Webhook) -> None:
         for tls in [*conns, slow_body]:
             tls.close()
     assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-slow")["allowed"]
-
-
-def _wait_closed(sock: socket.socket, deadline: float) -> None:
-    """Read (an alert, say) until the server closes; a timeout past ``deadline`` fails."""
-    while True:
-        sock.settimeout(max(0.1, deadline - time.monotonic()))
-        try:
-            if not sock.recv(4096):
-                return
-        except ConnectionResetError:
-            return
-
-
-def test_unfinished_tls_handshakes_are_cut_off(webhook: Webhook) -> None:
-    conns = []
-    for n in range(30):
-        raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=5)
-        if n % 2:
-            raw.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
-        conns.append(raw)
-    deadline = time.monotonic() + HEADER_TIMEOUT + 8
-    try:
-        for raw in conns:
-            _wait_closed(raw, deadline)  # a socket.timeout here: the server kept it open
-    finally:
-        for raw in conns:
-            raw.close()
-    assert webhook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="after-hs")["allowed"]
 
 
 def test_oversize_bodies_are_refused_before_they_are_read(webhook: Webhook) -> None:
@@ -154,25 +77,17 @@ def test_health_and_readiness(webhook: Webhook) -> None:
             conn.close()
 
 
-def test_not_ready_while_the_certificate_on_disk_does_not_load(api: ApiServer, tls_dir: Path) -> None:
-    hook = start_webhook(api, tls_dir, stem="ready")
+def test_on_sigterm_not_ready_at_once_and_serving_until_the_delay_ends(api: ApiServer, tls_dir: Path) -> None:
+    hook = start_webhook(api, tls_dir, "--shutdown-delay", "60", stem="drain")
     try:
-        good = hook.cert.read_bytes()
-        hook.cert.write_bytes(b"-----BEGIN CERTIFICATE-----\nbroken\n-----END CERTIFICATE-----\n")
-        wait_for(lambda: hook.health("/readyz")[0] == 503, message="a broken certificate on disk should be unready")
-        _, out = hook.health("/readyz")
-        assert out["status"] == "not ready" and "do not load" in out["reason"], out
-        assert hook.health("/healthz")[0] == 200  # alive: restarting would not mend the Secret
-        # and the loaded certificate still serves (the client trusts it from memory: the file is broken)
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", hook.port, context=ssl.create_default_context(cadata=good.decode()), timeout=10
-        )
-        try:
-            conn.request("GET", "/healthz")
-            assert conn.getresponse().status == 200
-        finally:
-            conn.close()
-        hook.cert.write_bytes(good)
-        wait_for(lambda: hook.health("/readyz")[0] == 200, message="ready again once the certificate loads")
+        assert hook.health("/readyz")[0] == 200
+        hook.proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: hook.health("/readyz")[0] == 503, message="not ready once SIGTERM arrived")
+        assert hook.health("/readyz")[1]["reason"] == "shutting down"
+        assert hook.health("/healthz")[0] == 200
+        # reviews the API server still routes here meanwhile are answered
+        assert hook.review({"metadata": {}, "spec": {"containers": [{"name": "a"}]}}, uid="draining")["allowed"]
+        hook.proc.send_signal(signal.SIGTERM)  # a second signal ends the delay
+        assert hook.proc.wait(20) == 0
     finally:
         hook.stop()
