@@ -1,12 +1,19 @@
-"""Shared fixtures: a session-scoped private OVS-DPDK, short unique folders, and loud root checks (never skips)."""
+"""Shared fixtures: a session-scoped private OVS-DPDK, short unique folders, and loud root checks (never skips).
+
+A test that only *uses* OVS (ports, bridges, traffic) takes the session's ``private_ovs`` and removes what it made;
+a test that *breaks* OVS (stops, kills or SIGSTOPs its daemons) starts one of its own with :func:`own_private_ovs`,
+module-scoped where its tests can share it (see docs/benchmarks.md, "Where the test suite's time goes").
+"""
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -24,18 +31,27 @@ def require_root() -> None:
         )
 
 
-@pytest.fixture(scope="session")
-def private_ovs() -> Iterator[PrivateOvs]:
-    """A running private OVS-DPDK (no hugepages, one PMD core) for the whole test session."""
+@contextmanager
+def own_private_ovs(prefix: str = "vhp-ovs-") -> Iterator[PrivateOvs]:
+    """A running private OVS-DPDK (no hugepages, one PMD core) in a fresh /tmp folder, stopped and removed after;
+    a SIGSTOPped ovsdb-server is continued first so that the stop cannot hang."""
     require_root()
-    run_dir = Path(tempfile.mkdtemp(prefix="vhp-ovs-", dir="/tmp"))
+    run_dir = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
     ovs = PrivateOvs(run_dir)
-    ovs.start()
     try:
+        ovs.start()
         yield ovs
     finally:
+        ovs.signal_ovsdb(signal.SIGCONT)
         ovs.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def private_ovs() -> Iterator[PrivateOvs]:
+    """The session's private OVS-DPDK, shared by every test that uses OVS without breaking it."""
+    with own_private_ovs() as ovs:
+        yield ovs
 
 
 @pytest.fixture

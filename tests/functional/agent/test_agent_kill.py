@@ -60,37 +60,37 @@ def _check_answers(runs: list[ShimRun]) -> dict[int, int]:
 
 
 @pytest.mark.parametrize("round_", range(4))
-def test_agent_sigkill_during_concurrent_adds(cni_agent: AgentProc, unique: str, round_: int) -> None:
+def test_agent_sigkill_during_concurrent_adds(agent: AgentProc, unique: str, round_: int) -> None:
     rng = random.Random(fuzz.seed_for(f"agent-kill-{round_}"))
     tag = f"k{round_}{unique}"
     cids = [f"c{i}{tag}" for i in range(WORKERS)]  # distinct in their first 12 characters (see issue 12.5)
     delay = rng.uniform(0.0, 0.6)
     with ThreadPoolExecutor(1) as one:
-        adds = one.submit(_add_all, cni_agent, cids)
+        adds = one.submit(_add_all, agent, cids)
         time.sleep(delay)
-        cni_agent.stop(signal.SIGKILL)
-        cni_agent.start()  # the DaemonSet restarts it; waiting shims reach the new agent
+        agent.stop(signal.SIGKILL)
+        agent.start()  # the DaemonSet restarts it; waiting shims reach the new agent
         runs = adds.result(timeout=300)
     seen = _check_answers(runs)
-    _clean_up_and_check(cni_agent, cids, tag)
+    _clean_up_and_check(agent, cids, tag)
     assert sum(seen.values()) == WORKERS, (delay, seen)
 
 
 @pytest.mark.parametrize("round_", range(2))
-def test_ovsdb_killed_during_concurrent_adds(cni_agent: AgentProc, unique: str, round_: int) -> None:
-    ovs: PrivateOvs = cni_agent.ovs
+def test_ovsdb_killed_during_concurrent_adds(agent: AgentProc, unique: str, round_: int) -> None:
+    ovs: PrivateOvs = agent.ovs
     rng = random.Random(fuzz.seed_for(f"ovsdb-kill-{round_}"))
     tag = f"o{round_}{unique}"
     cids = [f"c{i}{tag}" for i in range(WORKERS)]
     with ThreadPoolExecutor(1) as one:
-        adds = one.submit(_add_all, cni_agent, cids)
+        adds = one.submit(_add_all, agent, cids)
         time.sleep(rng.uniform(0.0, 0.6))
         ovs.restart_ovsdb(signal.SIGKILL)
         runs = adds.result(timeout=300)
     _check_answers(runs)
     deadline = time.monotonic() + 60
-    while cni_agent.exec_shim(cni_agent.cni_env("STATUS"), json.dumps(cni_agent.netconf()).encode()).code != 0:
+    while agent.exec_shim(agent.cni_env("STATUS"), json.dumps(agent.netconf()).encode()).code != 0:
         assert time.monotonic() < deadline, "STATUS never ready again after the OVSDB restart"
         time.sleep(0.1)
-    _clean_up_and_check(cni_agent, cids, tag)
-    assert_no_traceback(cni_agent.log_text(), "agent log")
+    _clean_up_and_check(agent, cids, tag)
+    assert_no_traceback(agent.log_text(), "agent log")

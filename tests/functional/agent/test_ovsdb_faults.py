@@ -6,19 +6,16 @@ return); once OVSDB is back, requests succeed with no restart and STATUS says re
 from __future__ import annotations
 
 import json
-import shutil
 import signal
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import require_root
+from tests.conftest import own_private_ovs
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
 from vhostplug_testsupport.containerd_node import free_port
@@ -27,18 +24,9 @@ from vhostplug_testsupport.fuzz import assert_cni_output, assert_no_traceback
 
 @pytest.fixture(scope="module")
 def own_ovs() -> Iterator[PrivateOvs]:
-    require_root()
-    run_dir = Path(tempfile.mkdtemp(prefix="vhp-ovsf-", dir="/tmp"))
-    ovs = PrivateOvs(run_dir)
-    ovs.start()
-    try:
+    """This module's own OVS: its tests hang and kill ovsdb-server, which the session's tests must not see."""
+    with own_private_ovs("vhp-ovsf-") as ovs:
         yield ovs
-    finally:
-        ovs.signal_ovsdb(signal.SIGCONT)
-        if ovs.pids()[1] is None:
-            ovs.start_vswitchd()
-        ovs.stop()
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.functional.cni.conftest import AgentProc
+from vhostplug_testsupport.cniagent import AgentProc, CniResult
 
 
 def _leftovers(agent: AgentProc) -> list[str]:
@@ -118,10 +119,16 @@ def test_failure_after_port_creation_rolls_the_port_back(agent: AgentProc, uniqu
 
 def test_shim_without_agent_fails_fast_with_try_again(agent: AgentProc, unique: str) -> None:
     agent.stop()
-    for verb in ("DEL", "CHECK", "STATUS", "GC"):
+
+    def run(verb: str) -> tuple[str, CniResult]:
         conf = agent.netconf(prevResult={"interfaces": []}) if verb == "CHECK" else agent.netconf()
-        r = agent.run(verb, conf, f"gone{unique}")
-        assert r.code == 1 and r.out["code"] == 11, r.raw
+        return verb, agent.run(verb, conf, f"gone{unique}")
+
+    # each shim waits up to its verb's deadline for an agent to appear (2-5 s): the four run side by side
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(run, ("DEL", "CHECK", "STATUS", "GC")))
+    for verb, r in results:
+        assert r.code == 1 and r.out["code"] == 11, (verb, r.raw)
         assert r.seconds < 8, f"{verb} took {r.seconds:.1f}s without an agent"
     r = agent.run("ADD", json.dumps({**agent.netconf(), "agentSocket": "relative/path"}), f"x{unique}")
     assert r.out["code"] == 7

@@ -11,8 +11,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.functional.cni.conftest import AgentProc
 from vhostplug.dataplane import ovsdb_rpc
+from vhostplug_testsupport.cniagent import AgentProc
 
 BRIDGES = [None, "br-cni", "br-other", ";id", "`id`", "br\u202eevil", "br\ufeff", "a b", "\u00df" * 8, "x" * 16, "br/x"]
 SOCKET_ROOTS = [None, "ALLOWED", "/etc", "/tmp", "/var/run/other", "relative/path"]

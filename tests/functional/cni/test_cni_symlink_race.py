@@ -12,9 +12,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.functional.cni.conftest import AgentProc
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.model import port_name_for
+from vhostplug_testsupport.cniagent import AgentProc
 
 
 class Swapper:

@@ -7,23 +7,30 @@ import os
 import stat
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from tests.functional.cni.conftest import AgentProc
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.ovsdb import interface_stats
 from vhostplug.lab.testpmd import Testpmd
 from vhostplug.model import port_name_for
+from vhostplug_testsupport.cniagent import AgentProc
 
 
-def _wait(cond: object, timeout: float, what: str) -> None:
+def _within(cond: Callable[[], bool], timeout: float) -> bool:
+    """Whether ``cond`` came true within ``timeout`` seconds (polled every 0.1 s)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if cond():  # type: ignore[operator]
-            return
+        if cond():
+            return True
         time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return False
+
+
+def _wait(cond: Callable[[], bool], timeout: float, what: str) -> None:
+    if not _within(cond, timeout):
+        raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_two_pods_pass_packets_through_ovs(agent: AgentProc, unique: str) -> None:
@@ -45,13 +52,14 @@ def test_two_pods_pass_packets_through_ovs(agent: AgentProc, unique: str) -> Non
         _wait(lambda: all(agent.dataplane.get_port(p).connected for p in (port_a, port_b)), 20, "OVS connected")  # type: ignore[union-attr]
         app_b.cmd("start")
         app_a.cmd("start tx_first 8")
-        time.sleep(3)
-        for _ in range(3):  # the very first burst is sometimes dropped while OVS learns the port: seed again
-            if app_b.stats()[0].rx_packets > 0:
+        # both apps forward what they receive, so the seeded bursts go back and forth until stopped; the very
+        # first burst is sometimes dropped while OVS learns the port: then seed again (at most 3 times more)
+        for _ in range(3):
+            if _within(lambda: app_b.stats()[0].rx_packets > 0, 3):
                 break
             app_a.cmd("stop")
             app_a.cmd("start tx_first 8")
-            time.sleep(2)
+        _wait(lambda: app_b.stats()[0].rx_packets > 0, 3, "packets from pod a at pod b")
         a, b = app_a.stats()[0], app_b.stats()[0]
         app_a.cmd("stop")
         app_b.cmd("stop")

@@ -7,10 +7,10 @@ import os
 import signal
 import stat
 
-from tests.functional.cni.conftest import AgentProc, make_agent
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.model import port_name_for
+from vhostplug_testsupport.cniagent import AgentProc, make_agent
 
 
 def test_version_is_answered_by_the_shim_alone(agent: AgentProc) -> None:

@@ -5,29 +5,52 @@ guest pings a testpmd (``icmpecho``) through the private OVS-DPDK before, during
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from pathlib import Path
 
 from tests.conftest import require_root
 from vhostplug.lab.migration import MigrationError, MigrationLab
 from vhostplug.lab.ovs import PrivateOvs
 
+#: The one failure tolerated, and only once per run: rarely (about 1 run in 14 here) the TCG guest's NIC stays silent
+#: after the switch-over (vhost-user with INTx, `vectors=0`, is a lab-only QEMU 7.2/TCG workaround): the target runs,
+#: the source is gone, and not one ping reply comes back.
+SILENT_AFTER_SWITCHOVER = re.compile(r"only 0 of \d+ ping replies")
+ATTEMPTS = 2
+
+
+class SilentNic(Exception):
+    """The known flake above, told apart from every other MigrationError (which fails the test at once)."""
+
+
+class ToleratedFlake(UserWarning):
+    """Shown in pytest's warnings summary: a run that needed its second attempt says so, with the count."""
+
 
 def test_live_migration_keeps_pinging_through_the_target_port(
     private_ovs: PrivateOvs, short_dir: Path, unique: str
 ) -> None:
     require_root()
-    # Rarely (about 1 run in 14 here) the TCG guest's NIC stays silent after the switch-over (vhost-user with
-    # INTx, `vectors=0`, is a lab-only QEMU 7.2/TCG workaround). A fresh lab is tried once more; every assertion
-    # below holds for the attempt that is judged.
-    for attempt, folder in enumerate((short_dir / "1", short_dir / "2")):
+    silent: list[str] = []
+    for attempt in range(ATTEMPTS):
+        folder = short_dir / str(attempt + 1)
         folder.mkdir()
         try:
             _migrate_and_check(private_ovs, folder, f"{unique}{attempt}")
-            return
-        except MigrationError as exc:
-            if attempt == 1:
-                raise
-            print(f"\nfirst live migration attempt failed ({exc}); trying once more with a fresh lab")
+            break
+        except SilentNic as exc:
+            silent.append(str(exc))
+    else:
+        raise AssertionError(f"the guest's NIC stayed silent after the switch-over in all {ATTEMPTS} attempts: {silent}")
+    if silent:  # counted, not hidden: every judged assertion held for the last attempt
+        warnings.warn(
+            ToleratedFlake(
+                f"live migration: {len(silent)} of {len(silent) + 1} attempts hit the known silent-NIC flake "
+                f"(tolerated once per run): {silent[0]}"
+            ),
+            stacklevel=1,
+        )
 
 
 def _migrate_and_check(private_ovs: PrivateOvs, short_dir: Path, unique: str) -> None:
@@ -44,7 +67,12 @@ def _migrate_and_check(private_ovs: PrivateOvs, short_dir: Path, unique: str) ->
         assert dst.status() == "inmigrate"
         assert lab.rx("src") > 0  # pings answered before, through the source port
 
-        run = lab.run(f"unix:{short_dir}/mig.sock")
+        try:
+            run = lab.run(f"unix:{short_dir}/mig.sock")
+        except MigrationError as exc:
+            if SILENT_AFTER_SWITCHOVER.match(str(exc)) and not src.alive() and dst.status() == "running":
+                raise SilentNic(str(exc)) from exc
+            raise
 
         assert run.replies_before >= 10
         assert not src.alive()

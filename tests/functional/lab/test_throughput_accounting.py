@@ -22,6 +22,11 @@ from vhostplug.model import Attachment, Mode
 DROPS = ("ovs_tx_failure_drops", "ovs_tx_mtu_exceeded_drops", "ovs_tx_qos_drops", "ovs_rx_qos_drops")
 
 
+#: packets the receiver counts before the flow stops: many times around every ring (256-1024 descriptors); twice
+#: the sender's asserted minimum (a 2-core machine shared with other PMD threads moves as little as ~7 kpps)
+FLOW_PACKETS = 20_000
+
+
 def _drops(stats: dict[str, int]) -> int:
     return sum(stats.get(k, 0) for k in DROPS)
 
@@ -36,6 +41,14 @@ def _accounted(dp: OvsDataplane, a: str, b: str, sent: int, received: int, timeo
         if sent == received + _drops(sa) + _drops(sb) or time.monotonic() > deadline:
             return {"a": sa, "b": sb}
         time.sleep(0.5)
+
+
+def _wait_received(receiver: Testpmd, packets: int, timeout: float) -> None:
+    """Until the receiving app has counted ``packets`` (the flow runs for as many packets, not for a time)."""
+    deadline = time.monotonic() + timeout
+    while (got := port_counters(receiver)[0]) < packets:
+        assert time.monotonic() < deadline, f"the receiver got {got} packets in {timeout:.0f} s, waited for {packets}"
+        time.sleep(0.05)
 
 
 def _packed_negotiated(ovs: PrivateOvs, socket_path: str) -> bool:
@@ -77,7 +90,7 @@ def test_every_packet_sent_is_received_or_counted_dropped(
             path = dp.get_port(atts[who].port_name).socket_path  # type: ignore[union-attr]
             assert _packed_negotiated(private_ovs, path) is bool(rings)
         start_flow(a, b, 64)
-        time.sleep(3)
+        _wait_received(b, FLOW_PACKETS, timeout=60)
         stop_flow(a, b)
         sent = port_counters(a)[1]
         received, b_sent = port_counters(b)

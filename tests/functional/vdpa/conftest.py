@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import require_root
-from tests.functional.cni.conftest import AgentProc, CniResult, make_agent
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.pods import LabPod, create_pod, delete_pod, ensure_host_dirs
 from vhostplug.lab.vdpa_parts import StandIn, build
 from vhostplug.ovsvhost import ID_VDPA_DEVICE
+from vhostplug_testsupport.cniagent import AgentProc, CniResult, make_agent
 
 VIRTIO_POOL = "vhostplug.io/vdpa_virtio"
 VHOST_POOL = "vhostplug.io/vdpa_vhost"
