@@ -15,9 +15,9 @@ import threading
 import time
 from typing import Any
 
-from vhostplug.devicemetadata import attribute_value
 from vhostplug.dra.kubeapi import KubeApi
 from vhostplug.model import DraDevice
+from vhostplug.podinfo.devicemetadata import attribute_value
 
 KINDS = ("vhostuser", "vdpa")
 

@@ -22,7 +22,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from vhostplug import deviceinfo, devicemetadata
+from vhostplug import deviceinfo
+from vhostplug.podinfo import devicemetadata
 
 #: the annotation kube-controller-manager puts on a claim it made from a pod's ResourceClaimTemplate
 POD_CLAIM_NAME_ANNOTATION = "resource.kubernetes.io/pod-claim-name"

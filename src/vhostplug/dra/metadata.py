@@ -1,5 +1,5 @@
 """The KEP-5304 device metadata files the driver writes on the host (the format and the container paths are
-:mod:`vhostplug.devicemetadata`'s, shared with the KubeVirt sidecar that reads them): one file per claim and
+:mod:`vhostplug.podinfo.devicemetadata`'s, shared with the KubeVirt sidecar that reads them): one file per claim and
 request at ``<pluginsDir>/<driver>/dra-device-metadata/<ns>_<claim>/<request>/metadata.json`` (as
 k8s.io/dynamic-resource-allocation's kubelet plugin lays them out), 0644 in 0755 folders, bind-mounted read-only
 into the container by the claim's CDI device."""
@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from vhostplug import devicemetadata, fsutil
+from vhostplug import fsutil
 from vhostplug.dra.layout import ClaimRef
+from vhostplug.podinfo import devicemetadata
 
 
 def document(

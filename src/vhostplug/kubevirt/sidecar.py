@@ -21,7 +21,6 @@ from typing import Any
 
 import grpc
 
-from vhostplug import devicemetadata
 from vhostplug.kubevirt import domain, links
 from vhostplug.kubevirt.hooks import (
     info_pb2,
@@ -32,6 +31,7 @@ from vhostplug.kubevirt.hooks import (
     v1alpha3_pb2_grpc,
 )
 from vhostplug.model import MAX_SOCKET_PATH
+from vhostplug.podinfo import devicemetadata
 
 log = logging.getLogger("vhostplug.kubevirt.sidecar")
 

@@ -4,7 +4,10 @@
 2. The downward API annotations file ``/etc/podnetinfo/annotations``: ``k8s.v1.cni.cncf.io/network-status`` entries'
    ``device-info`` (and ``kubevirt.io/network-info`` when present).
 3. A Multus network-status JSON array given directly (a file, ``-`` for stdin, or the JSON text itself).
-4. kuryr-style config files ``<container_id>-<ifname>`` = ``{"vhostname", "vhostmac", "mode"}`` in the socket folders
+4. DRA device metadata (KEP-5304) of our driver, ``/var/run/kubernetes.io/dra-device-attributes/{resourceclaims,
+   resourceclaimtemplates}/<claim>/<request>/vhostuser.vhostplug.io-metadata.json``: ``vhost-user-path`` and
+   ``vhost-user-mode`` of a port claimed through DRA (:mod:`vhostplug.podinfo.devicemetadata`).
+5. kuryr-style config files ``<container_id>-<ifname>`` = ``{"vhostname", "vhostmac", "mode"}`` in the socket folders
    (``/var/run/vhostuser``, shared between pods, so only files of our container IDs; and every
    ``/var/run/vhostplug/<device>/``, private to the pod, so any config file there).
 
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vhostplug.podinfo import containerid, goquote
+from vhostplug.podinfo import containerid, devicemetadata, goquote
 
 NETWORK_INFO = "etc/podinfo/network-info"
 ANNOTATIONS = "etc/podnetinfo/annotations"
@@ -220,6 +223,24 @@ class Places:
             return []
 
 
+def read_dra_metadata(root: Path, found: Findings, driver: str = devicemetadata.VHOSTPLUG_DRIVER) -> None:
+    """Our driver's vhost-user devices in the pod's DRA device metadata, one interface per claim and request
+    (named ``<claim>/<request>``); an empty file (metadata not written yet) is skipped."""
+    base = root / devicemetadata.CONTAINER_ROOT.lstrip("/")
+    found.looked.append(f"{base}/*/<claim>/<request>/{driver}-metadata.json")
+    for path in sorted(base.glob(f"*/*/*/{driver}-metadata.json")):
+        request, claim = path.parent.name, path.parent.parent.name
+        try:
+            meta = devicemetadata.decode(path.read_text(), str(path))
+            if meta is None:
+                continue
+            vu = devicemetadata.vhost_user(meta, request, driver, str(path))
+        except (OSError, devicemetadata.MetadataError) as exc:
+            found.problems.append(str(exc))
+            continue
+        found.add([PodInterface(f"{claim}/{request}", "vhost-user", vu.path, vu.mode, source=str(path))])
+
+
 def _read_source(found: Findings, label: str, load: Any, parse: Any) -> None:
     try:
         data = load()
@@ -270,6 +291,8 @@ def find(places: Places) -> Findings:
         label = "network-status (inline)" if spec.lstrip().startswith("[") else f"network-status {spec}"
         found.looked.append(label)
         _read_source(found, label, lambda: _load_network_status(spec), from_network_status)
+
+    read_dra_metadata(places.root, found)
 
     if places.container_ids is not None:
         ids = list(places.container_ids)

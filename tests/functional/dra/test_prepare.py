@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.functional.dra.conftest import BRIDGE, NODE
-from vhostplug import devicemetadata, ovsvhost
+from vhostplug import ovsvhost
 from vhostplug.dra.config import DRIVER_NAME
 from vhostplug.lab.apiserver import ApiServer
+from vhostplug.podinfo import devicemetadata
 from vhostplug_testsupport import draobjects
 from vhostplug_testsupport.cniagent import AgentProc
 from vhostplug_testsupport.drakubelet import Claim, DraKubelet

@@ -54,8 +54,8 @@ def test_webhook_manifest_matches_the_server() -> None:
 def test_dra_vmi_names_a_claim_of_our_template_and_class() -> None:
     """The DRA variant: the VMI's network is a resourceClaim of a pod claim made from our template, whose request
     asks our DeviceClass and carries our driver's opaque config; the sidecar's metadata path follows from it."""
-    from vhostplug import devicemetadata
     from vhostplug.kubevirt.domain import parse_vmi
+    from vhostplug.podinfo import devicemetadata
 
     (vmi,) = load("dra/vmi.yaml")
     (tmpl,) = load("dra/resourceclaimtemplate.yaml")

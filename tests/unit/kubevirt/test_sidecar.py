@@ -18,7 +18,6 @@ from lxml import etree
 
 from tests.conftest import REPO
 from tests.unit.kubevirt.xmlcase import BASE_DOMAIN, validate, vhu, vmi
-from vhostplug import devicemetadata as dm
 from vhostplug.kubevirt.hooks import (
     info_pb2,
     info_pb2_grpc,
@@ -28,6 +27,7 @@ from vhostplug.kubevirt.hooks import (
     v1alpha3_pb2_grpc,
 )
 from vhostplug.kubevirt.sidecar import read_network_info
+from vhostplug.podinfo import devicemetadata as dm
 
 VHOSTPLUG = REPO / ".venv" / "bin" / "vhostplug"
 

@@ -161,6 +161,7 @@ def test_nothing_found_lists_every_place(root: Path, capsys: pytest.CaptureFixtu
         "proc/self/cgroup",
         "var/run/vhostuser (skipped: no container ID found)",
         "var/run/vhostplug/*/",
+        "var/run/kubernetes.io/dra-device-attributes/*/<claim>/<request>/vhostuser.vhostplug.io-metadata.json",
     ):
         assert f"{root}/{place}" in err, place
 
@@ -248,7 +249,9 @@ def test_vhostplug_podinfo_command_runs_it(root: Path) -> None:
         [str(exe), "podinfo", "--root", str(root), "--network-status", status, "--dpdk-args"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
-    assert (proc.returncode, proc.stdout) == (0, "--vdev net_virtio_user0,path=/a/b.sock,server=1,packed_vq=1\n"), proc.stderr
+    assert (proc.returncode, proc.stdout) == (0, "--vdev net_virtio_user0,path=/a/b.sock,server=1,packed_vq=1\n"), (
+        proc.stderr
+    )
     bad = subprocess.run([str(exe), "podinfo", "--no-such"], capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     mod = subprocess.run(
@@ -267,3 +270,27 @@ def test_podinfo_imports_only_the_standard_library() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_dra_device_metadata(root: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A port claimed through DRA: the KEP-5304 metadata of our driver names the socket and the app's role; other
+    drivers' files and an empty (not yet written) file are not interfaces, a bad one is a warning."""
+    from vhostplug.podinfo import devicemetadata as dm
+
+    base = root / dm.CONTAINER_ROOT.lstrip("/")
+
+    def meta(claim_dir: str, request: str, driver: str, **attrs: object) -> None:
+        dev = dm.Device(driver, "node-a", "vhu-br-0", {k: dm.attribute(v) for k, v in attrs.items()})  # type: ignore[arg-type]
+        text = dm.encode(dm.Metadata("ns", "c", "uid", 1, None, {request: [dev]}))
+        write(base / claim_dir / request / f"{driver}-metadata.json", text)
+
+    sock = "/var/run/vhostplug/dra/resourceclaimtemplates/vhu/port/vhu.sock"
+    meta("resourceclaimtemplates/vhu", "port", dm.VHOSTPLUG_DRIVER, **{"vhost-user-path": sock, "mtu": 9000})
+    meta("resourceclaims/gpu", "g", "gpu.example.com", model="x")
+    write(base / "resourceclaims/later/port" / f"{dm.VHOSTPLUG_DRIVER}-metadata.json", "")
+    meta("resourceclaims/bad", "port", dm.VHOSTPLUG_DRIVER, **{"vhost-user-path": "/s.sock"})
+    found = find(Places(root=root, container_ids=()))
+    assert [(i.name, i.path, i.mode) for i in found.interfaces] == [("vhu/port", sock, "server")]
+    assert any("no mtu attribute" in p for p in found.problems)
+    rc, out, _ = run(capsys, "--root", str(root), "--dpdk-args")
+    assert rc == 0 and f"path={sock},server=1" in out

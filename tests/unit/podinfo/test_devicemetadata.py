@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from vhostplug import devicemetadata as dm
+from vhostplug.podinfo import devicemetadata as dm
 
 DRIVER = dm.VHOSTPLUG_DRIVER
 
