@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vhostplug import fsutil, ovsvhost
+from vhostplug import devicemetadata, fsutil, ovsvhost
 from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.spec import CniError
 from vhostplug.dra import cdi, claims, metadata
@@ -386,19 +386,15 @@ def _result(rec: ClaimRecord) -> PrepareResult:
 
 
 def device_attributes(dev: DeviceRecord) -> dict[str, str | int | bool]:
-    """The KEP-5304 metadata attributes of a prepared device (what KubeVirt's vhost-user binding reads)."""
-    attrs: dict[str, str | int | bool] = {"kind": dev.kind}
+    """The KEP-5304 metadata attributes of a prepared device: ``vhost-user-path``, ``mtu`` and ``vhost-user-mode`` are
+    what KubeVirt's vhost-user binding and our sidecar read (:mod:`vhostplug.devicemetadata`); ``mtu`` is always
+    there (OVS's 1500 when the claim sets none)."""
+    attrs: dict[str, str | int | bool] = {"kind": dev.kind, devicemetadata.ATTR_MTU: dev.mtu or DEFAULT_MTU}
     if dev.kind == "vhostuser":
-        attrs.update(
-            {
-                "vhost-user-path": f"{dev.container_folder}/{dev.socket_name}",
-                "vhost-user-mode": dev.mode,
-                "bridge": dev.bridge,
-                "mac": dev.mac,
-            }
-        )
-    if dev.mtu is not None:
-        attrs["mtu"] = dev.mtu
+        attrs[devicemetadata.ATTR_VHOST_USER_PATH] = f"{dev.container_folder}/{dev.socket_name}"
+        attrs[devicemetadata.ATTR_VHOST_USER_MODE] = dev.mode
+        attrs["bridge"] = dev.bridge
+        attrs["mac"] = dev.mac
     if dev.queues is not None:
         attrs["queues"] = dev.queues
     if dev.dev_node:

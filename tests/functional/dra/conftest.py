@@ -39,15 +39,17 @@ def dra_config(root: Path, api: ApiServer, **more: object) -> dict[str, object]:
     }
 
 
+def wait_for_slices(api: ApiServer) -> None:
+    """The agent publishes this node's slots (vhu-br-dra-0..15) before kubelet's claims can name them."""
+    api.wait_for(lambda: [s for s in api.list("resource.k8s.io/v1", "ResourceSlice") if s["spec"]["nodeName"] == NODE])
+
+
 @pytest.fixture(scope="module")
 def dra_agent(private_ovs: PrivateOvs, apiserver: ApiServer) -> Iterator[AgentProc]:
     root = Path(tempfile.mkdtemp(prefix="vhp-dra-", dir="/tmp"))
     agent = make_agent(private_ovs, bridges={"allowed": [BRIDGE, "br-cni"]}, dra=dra_config(root, apiserver))
     agent.dra_root = root  # type: ignore[attr-defined]
-    # the agent publishes this node's slots (vhu-br-dra-0..15) before kubelet's claims can name them
-    apiserver.wait_for(
-        lambda: [s for s in apiserver.list("resource.k8s.io/v1", "ResourceSlice") if s["spec"]["nodeName"] == NODE]
-    )
+    wait_for_slices(apiserver)
     try:
         yield agent
     finally:
