@@ -174,7 +174,6 @@ def run(
 ) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     logging.getLogger("ovsdbapp.backend.ovs_idl").addFilter(_OneLineOvsdbappErrors())
-    logging.getLogger("httpx2").setLevel(logging.WARNING)  # lightkube's HTTP client logs every request at INFO
     try:
         config = load(
             config_file,

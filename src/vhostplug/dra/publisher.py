@@ -5,7 +5,8 @@ what the node has now, writes the whole pool again with the pool generation bump
 slices it has, creating missing ones, then deleting those left over, so a scheduler never sees a half-new pool of one
 generation); when nothing changed it writes nothing. The slices name the Node as their owner when the node can be
 read (they go with the node). :meth:`SlicePublisher.start` syncs at once and then every ``resyncSeconds`` (or when
-:meth:`SlicePublisher.kick` asks) from a thread of its own; a failed sync is logged and retried sooner. Slices are
+:meth:`SlicePublisher.kick` asks) from a thread of its own, through the driver's API client
+(:mod:`vhostplug.dra.sliceapi`); a failed sync is logged and retried sooner. Slices are
 left in place when the agent stops: a restart publishes the same devices without a change.
 """
 
@@ -124,6 +125,7 @@ class SlicePublisher:
                 failing = False
             self._kick.wait(wait)
             self._kick.clear()
+        self.api.close()  # from this thread: the client keeps one connection per thread
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="dra-slices", daemon=True)
@@ -135,12 +137,11 @@ class SlicePublisher:
         if self._thread is not None:
             self._thread.join(30)
             self._thread = None
-        self.api.close()
 
 
 def from_config(config: DraConfig, policy: NodePolicy, vdpa: VdpaConfig | None, api: SliceApi | None = None) -> SlicePublisher:  # fmt: skip
     """The agent's publisher: the devices of ``policy`` and of the ``vdpa`` pools (re-read at every sync), through
-    ``api`` (default: lightkube to ``dra.apiServer``). Raises ValueError naming a bad key before anything starts."""
+    ``api`` (default: the driver's API client to ``dra.apiServer``). Raises ValueError naming a bad key before anything starts."""
     check_config(policy, config.slices)
     node = config.node
 
@@ -149,7 +150,8 @@ def from_config(config: DraConfig, policy: NodePolicy, vdpa: VdpaConfig | None, 
         return node_devices(policy, config.slices, found, vdpa.pools if vdpa is not None else ())
 
     if api is None:
-        from vhostplug.dra.sliceapi import LightkubeSliceApi
+        from vhostplug.dra.kubeapi import KubeApi
+        from vhostplug.dra.sliceapi import KubeSliceApi
 
-        api = LightkubeSliceApi(config.api_server)
+        api = KubeSliceApi(KubeApi(config.api_server))
     return SlicePublisher(api, node, config.driver_name, devices, config.slices.resync_seconds)
