@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from vhostplug.lab.apiserver import ApiServer
+from vhostplug.lab.drakubelet import DraKubelet
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
-from vhostplug_testsupport.drakubelet import DraKubelet
 
 NODE = "node-a"
 BRIDGE = "br-dra"

@@ -15,10 +15,10 @@ from tests.functional.dra.conftest import BRIDGE, NODE
 from vhostplug import ovsvhost
 from vhostplug.dra.config import DRIVER_NAME
 from vhostplug.lab.apiserver import ApiServer
+from vhostplug.lab.drakubelet import Claim, DraKubelet
 from vhostplug.podinfo import devicemetadata
 from vhostplug_testsupport import draobjects
 from vhostplug_testsupport.cniagent import AgentProc
-from vhostplug_testsupport.drakubelet import Claim, DraKubelet
 
 API = "resource.k8s.io/v1"
 

@@ -9,10 +9,10 @@ from tests.functional.dra.conftest import BRIDGE, NODE
 from tests.functional.dra.test_prepare import _dra_ports, _leftovers, _seed
 from vhostplug import ovsvhost
 from vhostplug.lab.apiserver import ApiServer
+from vhostplug.lab.drakubelet import DraKubelet
 from vhostplug.model import Attachment
 from vhostplug_testsupport import draobjects
 from vhostplug_testsupport.cniagent import AgentProc
-from vhostplug_testsupport.drakubelet import DraKubelet
 
 
 def _restart(agent: AgentProc, kubelet: DraKubelet) -> None:
