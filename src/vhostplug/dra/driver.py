@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from vhostplug import devicemetadata, fsutil, ovsvhost
+from vhostplug import fsutil, ovsvhost
 from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.spec import CniError
 from vhostplug.dra import cdi, claims, metadata
@@ -29,6 +29,7 @@ from vhostplug.dra.kubeapi import ApiError, KubeApi
 from vhostplug.dra.layout import CDI_KINDS, SOCKET_NAME, ClaimRef, Layout
 from vhostplug.dra.store import PREPARED, PREPARING, ClaimRecord, ClaimStore, DeviceRecord
 from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, mac_for, port_name_for
+from vhostplug.podinfo import devicemetadata
 from vhostplug.protocols import Dataplane, DataplaneError, DeviceCatalog
 from vhostplug.undo import Undo, roll_back
 
@@ -387,7 +388,7 @@ def _result(rec: ClaimRecord) -> PrepareResult:
 
 def device_attributes(dev: DeviceRecord) -> dict[str, str | int | bool]:
     """The KEP-5304 metadata attributes of a prepared device: ``vhost-user-path``, ``mtu`` and ``vhost-user-mode`` are
-    what KubeVirt's vhost-user binding and our sidecar read (:mod:`vhostplug.devicemetadata`); ``mtu`` is always
+    what KubeVirt's vhost-user binding and our sidecar read (:mod:`vhostplug.podinfo.devicemetadata`); ``mtu`` is always
     there (OVS's 1500 when the claim sets none)."""
     attrs: dict[str, str | int | bool] = {"kind": dev.kind, devicemetadata.ATTR_MTU: dev.mtu or DEFAULT_MTU}
     if dev.kind == "vhostuser":
