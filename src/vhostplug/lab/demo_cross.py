@@ -35,6 +35,11 @@ def run_cross_node(a: DemoContext, b: DemoContext) -> dict[str, Any]:
     with a.progress.phase(
         "cross-node pods: testpmd on each node, through the uplink", [a.paths.agent_log, b.paths.agent_log]
     ) as ph:
+        from vhostplug.lab import pods as lab_pods
+
+        ph.doing("mount points for the pods' private tmpfs")
+        for d in lab_pods.ensure_host_dirs(lab_pods.POD_TMPFS):  # as the one-node demo: made here, removed at down
+            a.state.add("host_dirs", d)
         create_pod(a, ph, x)
         create_pod(b, ph, y)
         tps: dict[str, Testpmd] = {}

@@ -88,6 +88,12 @@ def test_the_deploy_node_nad_as_shipped(multus_node: MultusNode) -> None:
     _check_attached(multus_node, pod, name, ["net1"])
     port = multus_node.agent.dataplane.get_port(port_name_for(pod.container_id, "net1"))  # type: ignore[union-attr]
     assert port is not None and port.mtu == config["mtu"]
+    # what the lab's Multus step plays (lab/multus.py), as this Multus really did it (its debug log of the delegate
+    # call): the device top-level, as pciBusID and in runtimeConfig with the file it named; IgnoreUnknown twice
+    device, log = pod.devices[0], (multus_node.root / "multus.log").read_text()
+    assert f'"deviceID":"{device}"' in log and f'"pciBusID":"{device}"' in log
+    assert f"_net1 deviceID:{device}]" in log and "[[IgnoreUnknown true] [K8S_POD_NAMESPACE default]" in log
+    assert "[IgnoreUnknown 1] [K8S_POD_NAMESPACE default]" in log
     # the device-info file Multus named for us, with our content; Multus reads it back into network-status
     assert multus_node.cni_devinfo_files(pod) == [f"{NAMESPACE}-{name}-{pod.container_id}_net1"]
     _del_twice(multus_node, pod)
