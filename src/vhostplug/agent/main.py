@@ -87,7 +87,11 @@ class Agent:
             from vhostplug.dra.node import DraNode
 
             try:
-                self.dra = DraNode(config.dra, self.dataplane, options.policy, options.ownership, config.state_dir)
+                pools = self._dp_config.vdpa if self._dp_config is not None else None
+                roots = (pools.sysfs_root, pools.dev_root) if pools is not None and pools.pools else None
+                self.dra = DraNode(
+                    config.dra, self.dataplane, options.policy, options.ownership, config.state_dir, roots
+                )
             except ValueError as exc:
                 raise ConfigError(f"invalid dra configuration: {exc}") from None
         self.metrics = Metrics(config.dataplane.ovsdb if config.dataplane.backend == "ovs" else None)

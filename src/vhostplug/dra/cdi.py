@@ -26,10 +26,11 @@ class Mount:
 @dataclass(frozen=True)
 class DeviceNode:
     path: str
+    host_path: str
     permissions: str = "rw"
 
     def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "hostPath": self.path, "permissions": self.permissions}
+        return {"path": self.path, "hostPath": self.host_path, "permissions": self.permissions}
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, mac_for, port_nam
 from vhostplug.podinfo import devicemetadata
 from vhostplug.protocols import Dataplane, DataplaneError, DeviceCatalog
 from vhostplug.undo import Undo, roll_back
+from vhostplug.vdpa import discovery as vdpa_discovery
 
 LOG = logging.getLogger(__name__)
 STATUS_RETRIES = 5
@@ -70,6 +71,8 @@ class DriverOptions:
     cdi_version: str = "0.6.0"
     attach_timeout: float = 5.0
     client_socket_wait: float = 3.0
+    #: where vDPA devices are found (sysfs root, /dev root: the devicePlugin.vdpa pools' roots); None: no vDPA here
+    vdpa_roots: tuple[Path, Path] | None = None
 
 
 class Driver:
@@ -157,8 +160,8 @@ class Driver:
             "mtu": cfg.mtu,
             "queues": cfg.queues,
         }
-        if d.catalog.kind != "vhostuser":
-            raise ClaimError(f"{where}: device {d.pool}/{d.device} is a {d.catalog.kind} device, not supported here")
+        if d.catalog.kind == "vdpa":
+            return DeviceRecord(**common, **self._vdpa_fields(where, d))
         try:
             bridge = self.o.policy.bridge(d.catalog.bridge, "bridge")
         except CniError as exc:
@@ -186,6 +189,22 @@ class Driver:
             policing_rate=policing.rate_kbps if policing else None,
             policing_burst=policing.burst_kb if policing else None,
         )
+
+    def _vdpa_fields(self, where: str, d: AllocatedDevice) -> dict[str, Any]:
+        """A vhost-vdpa device goes to the container as its character device (CDI ``deviceNodes``); a virtio-vdpa
+        device is a kernel netdev, named in the claim status for a CNI to move into the pod."""
+        if self.o.vdpa_roots is None:
+            raise ClaimError(f"{where}: device {d.pool}/{d.device} is a vDPA device; this node has no vDPA pools")
+        name = d.catalog.vdpa_device
+        found = [v for v in vdpa_discovery.discover(*self.o.vdpa_roots) if v.name == name]
+        if not found:
+            raise ClaimError(f"{where}: vDPA device {name} of {d.pool}/{d.device} is not on this node (any more)")
+        v = found[0]
+        if not vdpa_discovery.healthy(v):
+            raise ClaimError(f"{where}: vDPA device {name} is not usable ({v.health_path} is missing)")
+        if v.driver == "vhost" and v.chardev:
+            return {"vdpa_device": name, "dev_node": f"/dev/{v.chardev}", "dev_node_host": str(v.health_path)}
+        return {"vdpa_device": name, "netdev": v.netdev or ""}
 
     def attachment(self, rec: ClaimRecord, dev: DeviceRecord) -> Attachment:
         """The OVS attachment of a vhost-user device, from its record alone (also used to make it again)."""
@@ -216,6 +235,9 @@ class Driver:
         )
 
     def _make_device(self, rec: ClaimRecord, dev: DeviceRecord, undo: Undo) -> None:
+        if dev.kind != "vhostuser":  # vDPA: nothing to make but the files (the device is the pool's)
+            self._write_files(rec, dev, undo)
+            return
         folder = Path(dev.folder)
         own = self.o.ownership
         folder.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
@@ -254,10 +276,11 @@ class Driver:
     def _cdi_device(self, ref: ClaimRef, dev: DeviceRecord) -> cdi.CdiDevice:
         lay = self.o.layout
         meta = cdi.Mount(dev.metadata_file, lay.metadata_container_file(ref, dev.request), read_only=True)
-        return cdi.CdiDevice(
-            name=lay.cdi_device_name(ref, dev.request),
-            mounts=(cdi.Mount(dev.folder, dev.container_folder), meta),
-        )
+        name = lay.cdi_device_name(ref, dev.request)
+        if dev.kind != "vhostuser":
+            nodes = (cdi.DeviceNode(dev.dev_node, dev.dev_node_host),) if dev.dev_node else ()
+            return cdi.CdiDevice(name=name, mounts=(meta,), device_nodes=nodes)
+        return cdi.CdiDevice(name=name, mounts=(cdi.Mount(dev.folder, dev.container_folder), meta))
 
     # -- the claim's status (KEP-4817) -------------------------------------------------------------------------
     def _write_status(self, claim: dict[str, Any], plan: ClaimPlan, rec: ClaimRecord) -> None:
@@ -398,9 +421,12 @@ def device_attributes(dev: DeviceRecord) -> dict[str, str | int | bool]:
         attrs["mac"] = dev.mac
     if dev.queues is not None:
         attrs["queues"] = dev.queues
-    if dev.dev_node:
-        attrs["vhost-vdpa-path"] = dev.dev_node
+    if dev.kind == "vdpa":
         attrs["vdpa-device"] = dev.vdpa_device
+        if dev.dev_node:
+            attrs["vhost-vdpa-path"] = dev.dev_node
+        if dev.netdev:
+            attrs["netdev"] = dev.netdev
     return attrs
 
 
@@ -422,6 +448,13 @@ def status_entry(driver: str, dev: DeviceRecord) -> dict[str, Any]:
             }
         )
         network = {"interfaceName": dev.port_name, "hardwareAddress": dev.mac}
+    else:
+        data["vdpaDevice"] = dev.vdpa_device
+        if dev.dev_node:
+            data.update({"devNode": dev.dev_node, "hostDevNode": dev.dev_node_host})
+        if dev.netdev:
+            data["netdev"] = dev.netdev
+            network = {"interfaceName": dev.netdev}
     for key, value in (("mtu", dev.mtu), ("vlan", dev.vlan), ("queues", dev.queues)):
         if value is not None:
             data[key] = value

@@ -32,6 +32,7 @@ class DraNode:
         policy: NodePolicy,
         ownership: fsutil.Ownership,
         state_dir: Path,
+        vdpa_roots: tuple[Path, Path] | None = None,
     ) -> None:
         node = config.node  # raises ValueError naming dra.nodeName when unknown
         self.config = config
@@ -50,6 +51,7 @@ class DraNode:
             policy=policy,
             ownership=ownership,
             cdi_version=config.cdi_version,
+            vdpa_roots=vdpa_roots,
         )
         catalog = SliceCatalog(self.api, node, config.driver_name)
         self.driver = Driver(dataplane, self.api, catalog, ClaimStore(state_dir / STORE_SUBDIR), options)

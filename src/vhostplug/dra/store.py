@@ -41,8 +41,11 @@ class DeviceRecord:
     policing_rate: int | None = None
     policing_burst: int | None = None
     queues: int | None = None
-    #: vDPA: the character device handed to the container
+    #: vDPA: the vhost-vdpa character device handed to the container (its path there and on the host), or the
+    #: virtio netdev a CNI moves into the pod
     dev_node: str = ""
+    dev_node_host: str = ""
+    netdev: str = ""
     vdpa_device: str = ""
     metadata_file: str = ""
 

@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from vhostplug_testsupport.drakubelet import DraKubelet
 
 from tests.functional.dra.conftest import NODE, dra_config, wait_for_slices
 from tests.functional.dra.test_prepare import _leftovers, _seed
 from vhostplug.dra.config import DRIVER_NAME
 from vhostplug.lab.apiserver import ApiServer
+from vhostplug.lab.drakubelet import DraKubelet
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.podinfo import devicemetadata
 from vhostplug_testsupport import draobjects
