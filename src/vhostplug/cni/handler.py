@@ -195,10 +195,15 @@ class CniHandler:
         att = plan.attachment
         undo: Undo = []
         with self._locked():
+            again = self._repeated(plan, conf)
+            if again is not None:  # a repeated ADD of a live attachment: the first ADD's answer, nothing redone
+                deadline.current().finish()
+                return self._result(version, env, conf, again.mac or att.mac, plan, again.ipam_result or {})
             self._check_device_free(plan)
             self._sweep_orphan(att.port_name)
             try:
-                ipam_result = self._add_steps(env, conf, raw, plan, undo)
+                ipam_result, record = self._add_steps(env, conf, raw, plan, undo)
+                self.records.save(replace(record, ipam_result=ipam_result))
                 if not deadline.current().finish():
                     raise CniError(TRY_AGAIN_LATER, f"ADD of {att.key} finished after its caller was answered")
             except BaseException as exc:
@@ -206,19 +211,58 @@ class CniHandler:
                     LOG.warning("ADD of %s outlived its deadline (%s): undoing what it made", att.key, exc)
                 roll_back(undo, LOG)
                 raise
+        return self._result(version, env, conf, att.mac, plan, ipam_result)
+
+    def _result(
+        self, version: str, env: CniEnv, conf: NetConf, mac: str, plan: Plan, ipam_result: dict[str, Any]
+    ) -> dict[str, Any]:
+        """ADD's result; with a ``prevResult`` (a chained ADD) the previous plugins' result extended by ours."""
+        att = plan.attachment
+        prev = conf.prev_result if isinstance(conf.prev_result, dict) else {}
+        interfaces = [i for i in prev.get("interfaces") or [] if isinstance(i, dict)]
+        ours = convert_ips(version, ipam_result.get("ips", []))
+        socket = str(att.socket_path)
+        for ip in ours:
+            ip["interface"] = len(interfaces)
         result: dict[str, Any] = {
             "cniVersion": version,
-            "interfaces": [interface_entry(version, att.ifname, att.mac, env.netns, str(att.socket_path), att.mtu)],
-            "ips": convert_ips(version, ipam_result.get("ips", [])),
+            "interfaces": [*interfaces, interface_entry(version, att.ifname, mac, env.netns, socket, att.mtu)],
+            "ips": [*(i for i in prev.get("ips") or [] if isinstance(i, dict)), *ours],
         }
-        if ipam_result.get("routes"):
-            result["routes"] = ipam_result["routes"]
-        dns = ipam_result.get("dns") or conf.dns
+        routes = [*(prev.get("routes") or []), *(ipam_result.get("routes") or [])]
+        if routes:
+            result["routes"] = routes
+        dns = ipam_result.get("dns") or conf.dns or prev.get("dns")
         if dns:
             result["dns"] = dns
         return result
 
-    def _add_steps(self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: Undo) -> dict[str, Any]:
+    def _repeated(self, plan: Plan, conf: NetConf) -> Record | None:
+        """Caller holds the lock. The record of a live attachment this ADD repeats (its port still ours), None for
+        a first ADD; CniError 7 when the repeat asks for something else than the first ADD made. A record whose port
+        is gone is stale: what it lists is removed first, and the ADD starts afresh."""
+        att = plan.attachment
+        record = self.records.load(att.container_id, att.ifname)
+        if record is None:
+            return None
+        port = self.dataplane.get_port(record.port_name)
+        if port is None or port.attachment_key != att.key:
+            LOG.info("ADD of %s: its record names port %s, which is gone: starting afresh", att.key, record.port_name)
+            self._forget(att.container_id, att.ifname, [record.port_name])
+            return None
+        first = (record.network, record.port_name, port.ovs_type, record.folder, record.socket_name, record.mac or att.mac)
+        now = (conf.name, att.port_name, att.mode.ovs_type, str(plan.folder), att.socket_name, att.mac)
+        if first != now:
+            raise CniError(
+                INVALID_CONFIG,
+                f"attachment {att.key} exists, made by an ADD with another configuration",
+                f"it has network, port, type, folder, socket, MAC {first}; this ADD asks for {now}; DEL it first",
+            )
+        return record
+
+    def _add_steps(
+        self, env: CniEnv, conf: NetConf, raw: dict[str, Any], plan: Plan, undo: Undo
+    ) -> tuple[dict[str, Any], Record]:
         att = plan.attachment
         own = self.options.ownership
         health = self.dataplane.ready()
@@ -249,6 +293,7 @@ class CniHandler:
             devinfo_file=plan.device_info_file,
             ipam_conf=_ipam_conf(raw) if conf.ipam else None,
             cni_path=env.path,
+            mac=att.mac,
         )
         self.records.save(record)
         undo.append(lambda: self.records.remove(att.container_id, att.ifname))
@@ -294,7 +339,7 @@ class CniHandler:
             raise CniError(IO_FAILURE, str(exc)) from None
         except DataplaneError as exc:
             raise CniError(DATAPLANE_FAILURE, str(exc)) from None
-        return ipam_result
+        return ipam_result, record
 
     @staticmethod
     def _ipam_env(env: CniEnv, container_id: str, ifname: str) -> dict[str, str]:
@@ -494,6 +539,8 @@ class CniHandler:
     def gc(self, env: CniEnv, raw: dict[str, Any] | None) -> None:
         """Remove every attachment of this network that is not in the keep list, from ports and records alike."""
         name = raw.get("name") if raw is not None else None
+        asked = raw.get("cniVersion") if raw is not None else None
+        require_verb("GC", asked if isinstance(asked, str) else "")
         if not isinstance(name, str) or not name:
             raise CniError(INVALID_CONFIG, "GC needs the network's name in the configuration")
         keep = _keep_list(raw or {})
@@ -539,13 +586,27 @@ def _forgiving_env(env: dict[str, str]) -> CniEnv:
 
 
 def _keep_list(raw: dict[str, Any]) -> set[str]:
+    """The attachments GC must keep: ``cni.dev/valid-attachments``, a list of {containerID, ifname} (code 7 when
+    it is missing or malformed: without a valid keep list GC would remove every attachment of the network)."""
+    key = next((k for k in ("cni.dev/valid-attachments", "cni.dev/attachments") if k in raw), None)
+    entries = raw.get(key) if key is not None else None
+    if not isinstance(entries, list):
+        raise CniError(
+            INVALID_CONFIG,
+            "GC needs cni.dev/valid-attachments, a list of the attachments to keep",
+            f"got {'nothing' if key is None else type(entries).__name__}; nothing was removed",
+        )
     keep: set[str] = set()
-    for key in ("cni.dev/valid-attachments", "cni.dev/attachments"):
-        entries = raw.get(key)
-        if isinstance(entries, list):
-            for a in entries:
-                if isinstance(a, dict):
-                    keep.add(attachment_key(str(a.get("containerID", "")), str(a.get("ifname", ""))))
+    for i, a in enumerate(entries):
+        cid = a.get("containerID") if isinstance(a, dict) else None
+        ifname = a.get("ifname") if isinstance(a, dict) else None
+        if not (isinstance(cid, str) and cid and isinstance(ifname, str) and ifname):
+            raise CniError(
+                INVALID_CONFIG,
+                f"{key}[{i}] needs containerID and ifname (strings)",
+                f"got {json.dumps(a)[:200]}; nothing was removed",
+            )
+        keep.add(attachment_key(cid, ifname))
     return keep
 
 

@@ -11,6 +11,7 @@ its external_ids) and nothing on disk that it cannot prove it made.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vhostplug import fsutil
+from vhostplug.cni.spec import TRY_AGAIN_LATER, CniError
 from vhostplug.model import attachment_key
 
 LOG = logging.getLogger(__name__)
@@ -50,6 +52,9 @@ class Record:
     #: what an IPAM DEL needs: {"cniVersion", "name", "ipam"} as ADD saw them; None when no IPAM was used
     ipam_conf: dict[str, Any] | None = None
     cni_path: tuple[str, ...] = field(default=())
+    #: what the first ADD answered (its MAC and the IPAM plugin's result): a repeated ADD answers the same
+    mac: str = ""
+    ipam_result: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -76,6 +81,8 @@ class Record:
             devinfo_file=data.get("devinfo_file"),
             ipam_conf=data.get("ipam_conf"),
             cni_path=tuple(data.get("cni_path") or ()),
+            mac=str(data.get("mac") or ""),
+            ipam_result=data.get("ipam_result") if isinstance(data.get("ipam_result"), dict) else None,
         )
 
 
@@ -98,8 +105,20 @@ class RecordStore:
                 os.umask(old)
 
     def save(self, record: Record) -> None:
-        self._ensure_root()
-        fsutil.write_json_in(self.root, file_name(record.key), record.to_json(), mode=0o600)
+        """Write the record; a full or read-only state folder is CniError 11 naming the folder (logged once here)."""
+        try:
+            self._ensure_root()
+            fsutil.write_json_in(self.root, file_name(record.key), record.to_json(), mode=0o600)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            what = "read-only" if exc.errno == errno.EROFS else "full"
+            LOG.warning("cannot record attachment %s: the state folder %s is %s", record.key, self.root, what)
+            raise CniError(
+                TRY_AGAIN_LATER,
+                f"the vhostplug agent's state folder {self.root} is {what}",
+                f"{exc.strerror}; nothing of this ADD is left in place; free space there, then try again",
+            ) from None
 
     def load(self, container_id: str, ifname: str) -> Record | None:
         return self._read(file_name(attachment_key(container_id, ifname)))
