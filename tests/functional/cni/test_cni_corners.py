@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.functional.cni.conftest import AgentProc, make_agent
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.model import port_name_for
-from vhostplug_testsupport.cniagent import stop_agent
+from vhostplug_testsupport.cniagent import AgentProc, make_agent, stop_agent
 
 
 def _ipam(agent: AgentProc, subnet: str = "10.93.0.0/24") -> dict[str, Any]:
