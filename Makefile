@@ -39,6 +39,7 @@ demo: setup
 
 bench: setup
 	$(BIN)/python bench/cni_latency.py
+	$(BIN)/python bench/dra_prepare.py
 	$(BIN)/python bench/deviceplugin_allocate.py
 	$(BIN)/python bench/migration_downtime.py
 	$(BIN)/python bench/churn.py
