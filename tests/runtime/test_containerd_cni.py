@@ -16,6 +16,7 @@ import pytest
 from tests.runtime.conftest import Runtime
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.model import Mode
+from vhostplug_testsupport.containerd_node import ptp_conflist
 
 IFNAME = "eth0"  # the name CRI gives the pod's first interface
 
@@ -162,3 +163,28 @@ def test_what_containerd_1_6_refuses(runtime: Runtime, change: dict[str, Any], m
     assert calls.get("DEL/0", 0) - before.get("DEL/0", 0) >= 1
     assert runtime.node.ports() == []
     assert runtime.ctrd.cri.list_sandboxes() == []
+
+
+def test_a_chained_conflist_keeps_the_first_plugins_result(runtime: Runtime) -> None:
+    """A stock plugin first (Debian's ptp with host-local: the pod's eth0 and its IP), then vhostplug given its
+    prevResult: containerd's recorded result still has ptp's IP (CRI needs it) and the pod gets its vhost-user port;
+    removing the sandbox removes both plugins' work."""
+    ptp = ptp_conflist(runtime.ctrd.ipam_dir, f"vhp-chain-{uuid.uuid4().hex[:8]}", subnet="10.97.0.0/24")
+    ours = runtime.conflist(name=ptp["name"])["plugins"][0]
+    del ours["ipam"]  # the address is ptp's
+    network = runtime.use({**ptp, "plugins": [*ptp["plugins"], ours]})
+    sid = runtime.ctrd.cri.run_sandbox(_name())
+    try:
+        status = runtime.ctrd.cri.sandbox_status(sid, verbose=True)
+        ip = status.status.network.ip
+        assert ip.startswith("10.97.0."), ip
+        recorded = json.loads(status.info["info"])["cniResult"]["Interfaces"][IFNAME]
+        assert [c["IP"] for c in recorded["IPConfigs"]] == [ip]
+        port = runtime.node.port_of(sid, IFNAME)
+        assert port is not None and port.external_ids["vhostplug-network"] == network
+        lease = runtime.ctrd.ipam_dir / network / ip
+        assert lease.read_text().split()[0] == sid
+    finally:
+        remove(runtime, sid)
+    assert runtime.node.port_of(sid, IFNAME) is None
+    assert not lease.exists()

@@ -21,12 +21,14 @@ import grp
 import json
 import os
 import shutil
+import signal
 import ssl
 import subprocess
 import tarfile
 import tempfile
 import time
 import tomllib
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -185,6 +187,14 @@ def _metric(port: int, name: str, labels: str) -> float:
     return 0.0
 
 
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
 def test_default_command_is_the_kubevirt_sidecar(image: str) -> None:
     """KubeVirt starts the binding sidecar with the image's default command (deploy/kubevirt/kubevirt-binding.yaml)."""
     assert argv({}) == ["vhostplug", "kubevirt-sidecar"]
@@ -288,6 +298,29 @@ def test_node_daemonset_runs_from_the_image(runtime: Runtime, image: str) -> Non
 
         # 4. the agent's metrics endpoint counts the ADD
         assert _metric(metrics_port, "vhostplug_cni_requests_total", 'code="0",verb="ADD"') == 1.0
+
+        # 5. the DaemonSet's probes (on the ConfigMap's port, here the free one): readiness flips to 503 when
+        # ovs-vswitchd dies and back when it returns; liveness stays 200 all along (a restart would not help)
+        probes = {kind: agent[kind]["httpGet"] for kind in ("livenessProbe", "readinessProbe")}
+        assert {p["port"] for p in probes.values()} == {9109}  # the ConfigMap's metricsPort, replaced above
+
+        def probe(kind: str) -> int:
+            get = probes[kind]
+            return _http_status(f"http://{get['host']}:{metrics_port}{get['path']}")
+
+        assert (probe("livenessProbe"), probe("readinessProbe")) == (200, 200)
+        runtime.node.ovs.kill_vswitchd(signal.SIGKILL)
+        try:
+            until = time.monotonic() + 5
+            while probe("readinessProbe") != 503:
+                assert time.monotonic() < until, "readiness still 200 with ovs-vswitchd dead"
+            assert probe("livenessProbe") == 200
+        finally:
+            runtime.node.ovs.start_vswitchd()
+        until = time.monotonic() + 5
+        while probe("readinessProbe") != 200:
+            assert time.monotonic() < until, "readiness not back after ovs-vswitchd returned"
+        assert probe("livenessProbe") == 200
 
         delete = cni("DEL")
         assert delete.returncode == 0, delete.stdout + delete.stderr

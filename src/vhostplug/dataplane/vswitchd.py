@@ -3,7 +3,8 @@
 OVSDB keeps ``dpdk_initialized=true`` after ovs-vswitchd died, so readiness asks the switch: its pidfile in the OVS
 run folder names the process, and its unixctl control socket (``ovs-vswitchd.<pid>.ctl``, or ``ovs-vswitchd.ctl``
 where it was started with ``--unixctl`` so) must answer a ``version`` request (JSON-RPC, as ``ovs-appctl`` sends it)
-within a short timeout. A dead switch refuses the connection; a hung one does not answer.
+within a short timeout. A dead switch refuses the connection (its socket file stays behind); a hung one does not
+answer. Nothing here reads /proc: the agent's container has a PID namespace of its own.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ def control_socket(rundir: Path) -> Path | str:
         return f"ovs-vswitchd is not running: no {rundir / PIDFILE}"
     except (OSError, ValueError) as exc:
         return f"cannot read {rundir / PIDFILE}: {exc}"
-    if not Path(f"/proc/{pid}").exists():
-        return f"ovs-vswitchd (pid {pid} in {rundir / PIDFILE}) is not running"
+    # no /proc/<pid> check: the agent runs in a PID namespace of its own (a DaemonSet pod without hostPID), where
+    # ovs-vswitchd's pid means nothing; a dead process's control socket refuses the connection instead
     for name in (f"ovs-vswitchd.{pid}.ctl", "ovs-vswitchd.ctl"):
         if (rundir / name).exists():
             return rundir / name
