@@ -190,7 +190,8 @@ def make_app(
 
 
 class _Acceptor:
-    """Accepts TLS connections one slot at a time and gives each to aiohttp; frees the slot when it closes."""
+    """Accepts TLS connections one slot at a time and gives each to aiohttp; frees the slot when it closes. Idle
+    kept-alive connections cannot take every slot: while 3/4 of them are taken every answer closes its connection."""
 
     def __init__(self, server: web.Server, slots: ConnectionSlots, certs: CertReloader, handshake_timeout: float):
         self.server, self.slots, self.certs, self.handshake_timeout = server, slots, certs, handshake_timeout
@@ -294,8 +295,19 @@ async def serve(
     await runner.setup()
     assert runner.server is not None
     sock = _listen(host, port)
+    stop = asyncio.Event()
     acceptor = _Acceptor(runner.server, slots, certs, handshake_timeout)
     accepting = asyncio.create_task(acceptor.run(sock))
+    failed: list[BaseException] = []
+
+    def accept_ended(task: asyncio.Task[None]) -> None:
+        # the accept loop never ends by itself: if it failed, stop (the Deployment restarts the process)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the accept loop failed: %r", task.exception())
+            failed.append(task.exception())  # type: ignore[arg-type]
+            stop.set()
+
+    accepting.add_done_callback(accept_ended)
     log.info("webhook listening on https://%s:%d/mutate", host, port)
     probe_runner: web.AppRunner | None = None
     if health_port is not None:
@@ -306,14 +318,13 @@ async def serve(
         await web.TCPSite(probe_runner, host, health_port).start()
         log.info("health on http://%s:%d/healthz and /readyz", host, health_port)
     watcher = asyncio.create_task(certs.watch(reload_interval))
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await stop.wait()
         health.draining = True
-        if shutdown_delay > 0:
+        if shutdown_delay > 0 and not failed:
             log.info("shutting down in %gs (not ready meanwhile)", shutdown_delay)
             stop.clear()  # a second signal ends the wait
             with contextlib.suppress(TimeoutError):
@@ -328,3 +339,5 @@ async def serve(
         await runner.cleanup()
         if probe_runner is not None:
             await probe_runner.cleanup()
+    if failed:
+        raise RuntimeError("the webhook stopped accepting connections") from failed[0]

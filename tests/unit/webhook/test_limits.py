@@ -123,9 +123,7 @@ def test_connections_beyond_the_limit_wait_to_be_accepted(api: ApiServer, tls_di
         waiter.join(20)
         assert fourth, "the fourth connection was not accepted after one closed"
         tls = fourth[0]
-        raw = body("vhu-net", "c4")
-        tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(raw) + raw)
-        assert tls.recv(12).startswith(b"HTTP/1.1 200")
+        assert _review_on(tls, body("vhu-net", "c4")).startswith(b"HTTP/1.1 200")
         for s in [*first[1:], tls]:
             s.close()
         wait_for(lambda: hook.health("/healthz")[1]["connections"]["open"] == 0, message="connections not freed")
@@ -148,3 +146,31 @@ def test_rss_stays_under_100_mb_after_400_reviews_at_once(webhook: Webhook) -> N
     health = webhook.health("/healthz")[1]
     assert health["connections"]["peak"] <= 64 and health["reviews"]["peak_in_flight"] <= 8, health
     assert rss_mb(webhook.proc.pid) <= 100.0
+
+
+def test_idle_kept_alive_connections_cannot_take_every_slot(api: ApiServer, tls_dir: Path) -> None:
+    """Below 3/4 of the slots a connection is kept alive after its answer; from there on every answer closes its
+    connection, so kept-alive idle connections (kube-apiserver keeps several) leave room for new ones."""
+    hook = start_webhook(api, tls_dir, "--max-connections", "4", stem="idle")
+    try:
+        idle = [_tls(hook) for _ in range(2)]
+        for n, tls in enumerate(idle):
+            head = _review_on(tls, body("vhu-net", f"i{n}"), 4096)
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" not in head, head  # kept alive
+        for n in range(5):  # two idle, one more makes three of four: answered, then closed
+            tls = _tls(hook)
+            head = _review_on(tls, body("vhu-net", f"n{n}"), 4096)
+            assert head.startswith(b"HTTP/1.1 200") and b"Connection: close" in head, head
+            tls.close()
+        assert hook.health("/healthz")[1]["connections"]["peak"] <= 4
+        for tls in idle:
+            tls.close()
+    finally:
+        hook.stop()
+
+
+def _review_on(tls: ssl.SSLSocket, raw: bytes, size: int = 12) -> bytes:
+    """Send one review on an open connection (HTTP/1.1: kept alive unless the server says otherwise); the start of
+    the answer."""
+    tls.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: %d\r\n\r\n" % len(raw) + raw)
+    return tls.recv(size)
