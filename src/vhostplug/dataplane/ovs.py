@@ -31,7 +31,7 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vhostplug import deadline, fsutil, ovsvhost
-from vhostplug.dataplane import clientsock, ovsdb_rpc, ovsjson, vswitchd
+from vhostplug.dataplane import clientsock, ovshealth, ovsjson
 from vhostplug.dataplane.ovstxn import BoundedTxn
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
@@ -190,8 +190,6 @@ def _lists_port(bridge: Any, port_uuid: Any) -> bool:
 
 RECONNECT_MIN_MS = 100
 RECONNECT_MAX_MS = 1000
-HEALTH_WAIT = 1.0  # seconds a health question may wait for OVSDB or ovs-vswitchd (STATUS answers within 2 s)
-VSWITCHD_FRESH = 0.5  # seconds the attach path trusts the last answer of ovs-vswitchd
 
 
 class OvsDataplane:
@@ -205,7 +203,7 @@ class OvsDataplane:
         self.ovs_rundir = Path(ovs_rundir)
         self._api: Any = None
         self._lock = threading.Lock()
-        self._switch_seen: tuple[float, str | None] = (-1.0, None)  # (when, problem) of the last vswitchd check
+        self._switch = ovshealth.SwitchWatch(self.ovs_rundir)
 
     # -- connection --------------------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -272,27 +270,13 @@ class OvsDataplane:
 
     # -- health ------------------------------------------------------------------------------------------------
     def health(self, bridges: Sequence[str] = ()) -> DataplaneHealth:
-        """Asked now: OVSDB answers a fresh connection (the kept one may lag behind) within a second, the kept
-        connection, which ADD uses, is not reconnecting, DPDK was initialised, ``bridges`` exist, and ovs-vswitchd
-        itself answers on its control socket. STATUS and the agent's readiness mean what ADD will do."""
+        """Asked now (see :mod:`vhostplug.dataplane.ovshealth`); not ready while the kept connection, which ADD
+        uses, is reconnecting: STATUS and the agent's readiness mean what ADD will do."""
         session = getattr(self._api.idl, "_session", None) if self._api is not None else None
         if session is not None and not session.is_connected():
             return DataplaneHealth(False, False, f"OVSDB at {self.endpoint} is not reachable (reconnecting)")
-        wait = deadline.bounded(HEALTH_WAIT)
-        ops: list[dict[str, Any]] = [
-            {"op": "select", "table": "Open_vSwitch", "where": [], "columns": ["dpdk_initialized"]},
-            {"op": "select", "table": "Bridge", "where": [], "columns": ["name"]},
-        ]
-        try:
-            answers = ovsdb_rpc.transact(self.endpoint, ops if bridges else ops[:1], timeout=wait)
-        except ovsdb_rpc.OvsdbRpcError as exc:
-            return DataplaneHealth(False, False, str(exc))
-        rows = answers[0]["rows"]
-        found = _health_of(rows[0].get("dpdk_initialized") if rows else None)
-        missing = sorted(set(bridges) - {r.get("name") for r in answers[1]["rows"]}) if bridges else []
-        if found.ok and missing:
-            return DataplaneHealth(True, False, f"bridge {', '.join(missing)} does not exist (and may not be made here)")
-        return found if not found.ok else self._switch_health(deadline.bounded(HEALTH_WAIT), fresh=True)
+        found = ovshealth.asked_now(self.endpoint, bridges)
+        return found if not found.ok else self._switch.health(fresh=True)
 
     def ready(self) -> DataplaneHealth:
         """:meth:`health` for every ADD: OVSDB's part read from the kept connection when it is up (no round trip),
@@ -303,15 +287,8 @@ class OvsDataplane:
             return self.health()
         with self._idl_locked(api):
             rows = list(api.tables["Open_vSwitch"].rows.values())
-            found = _health_of(_first(rows[0].dpdk_initialized) if rows else None)
-        return found if not found.ok else self._switch_health(deadline.bounded(HEALTH_WAIT), fresh=False)
-
-    def _switch_health(self, wait: float, fresh: bool) -> DataplaneHealth:
-        when, problem = self._switch_seen
-        if fresh or time.monotonic() - when > VSWITCHD_FRESH:
-            problem = vswitchd.problem(self.ovs_rundir, wait)
-            self._switch_seen = (time.monotonic(), problem)
-        return DataplaneHealth(True, problem is None, problem or "")
+            found = ovshealth.of_dpdk_initialized(_first(rows[0].dpdk_initialized) if rows else None)
+        return found if not found.ok else self._switch.health(fresh=False)
 
     # -- attach / detach ---------------------------------------------------------------------------------------
     def attach(
@@ -389,7 +366,7 @@ class OvsDataplane:
             if row is None:
                 raise DataplaneError(f"OVS port {name} vanished right after it was added")
             if error or ofport == -1 or time.monotonic() > until:
-                switch = self._switch_health(HEALTH_WAIT / 2, fresh=True)
+                switch = self._switch.health(fresh=True, limit=ovshealth.HEALTH_WAIT / 2)
                 bridge_ok = self._bridge_has_datapath(name)
                 self.detach(name)
                 if not switch.ok:  # no ofport because nobody applies the database: a transient condition
@@ -528,15 +505,6 @@ class OvsDataplane:
 
     def vhost_sock_dir_unlocked(self, api: Any) -> str:
         return ovsvhost.vhost_sock_dir(self.ovs_rundir, dict(api._ovs.other_config).get(ovsvhost.OTHER_CONFIG_SOCK_DIR))
-
-
-def _health_of(dpdk_initialized: object) -> DataplaneHealth:
-    """A reachable OVSDB's health from its ``dpdk_initialized`` (None: no Open_vSwitch row at all)."""
-    if dpdk_initialized is None:
-        return DataplaneHealth(True, False, "Open_vSwitch table is empty (database not initialised)")
-    if dpdk_initialized is not True:
-        return DataplaneHealth(True, False, "DPDK is not initialised in ovs-vswitchd")
-    return DataplaneHealth(True, True)
 
 
 def _describe(exc: BaseException) -> str:
