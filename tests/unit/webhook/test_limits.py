@@ -133,7 +133,7 @@ def test_connections_beyond_the_limit_wait_to_be_accepted(api: ApiServer, tls_di
 
 
 def test_rss_stays_under_100_mb_after_400_reviews_at_once(webhook: Webhook) -> None:
-    answers, _ = post_at_once(webhook.port, webhook.context(), [body("vhu-net", f"r{i}") for i in range(400)])
+    answers, _ = post_at_once(webhook.port, webhook.context(), [body("vhu-net", f"r{i}") for i in range(400)], settle=0)
     statuses = [status for status, _ in answers]
     assert set(statuses) <= {200, 429}, sorted(set(statuses))
     assert statuses.count(200) >= 200, statuses.count(200)  # a 3 s queue answers most of them even on a busy machine
