@@ -121,8 +121,20 @@ def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
         assert r["ping_received"] == r["ping_transmitted"] == 3, r
     host_links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
     assert not any(r["representor"] in host_links for r in report["vdpa"])
+    # DRA: two pods' ports from ResourceClaims (allocated by CEL from the agent's slices, prepared by the agent,
+    # CDI applied), testpmd through OVS both ways; one stable container path per pod claim + request; unprepared
+    dra = report["dra"]
+    assert [e["pod"] for e in dra] == ["dra-p", "dra-q"]
+    for e in dra:
+        assert set(e) >= {"pod", "claim", "request", "device", "cdi_device", "host_socket", "container_socket", "mtu"}
+        assert e["claim"].startswith(f"{e['pod']}-vhu-") and e["request"] == "port" and e["mtu"] == 1500
+        assert e["cdi_device"].startswith("vhostplug.io/vhostuser=") and e["mpps"] > 0, e
+        assert e["container_socket"] == "/var/run/vhostplug/dra/resourceclaimtemplates/vhu/port/vhu.sock"
+        assert e["vdevs"] == [f"net_virtio_user0,path={e['container_socket']},server=1,packed_vq=1"]
+    assert dra[0]["host_socket"] != dra[1]["host_socket"] and dra[0]["device"] != dra[1]["device"]
+    assert sum("NodeUnprepareResources" in line and line.endswith(": done") for line in report["teardown"]) == 2
     names = [p["name"] for p in report["phases"]]
-    assert names[-1] == "teardown" and len(names) == 8
+    assert names[-1] == "teardown" and len(names) == 9
     assert report["total_seconds"] < 300
     assert_nothing_left(run_dir, report)
 

@@ -1,7 +1,7 @@
 """The lab's stand-in kube-apiserver as a background process of its own, so it outlives `vhostplug lab up` the way
 the agent does: `vhostplug lab apiserver --run-dir DIR` serves :class:`~vhostplug.lab.apiserver.ApiServer` (HTTP on
-127.0.0.1, a port of its own) until SIGTERM, with the lab node's Node object in it, and writes its URL to
-``<run dir>/apiserver.url`` once it listens. :func:`start` and :func:`stop` are what `lab up` and `lab down` call.
+127.0.0.1, a port of its own) until SIGTERM, with the lab node's Node object in it, and writes a kubeconfig for it
+(``<run dir>/apiserver.kubeconfig``) and then its URL (``<run dir>/apiserver.url``) once it listens. :func:`start` and :func:`stop` are what `lab up` and `lab down` call.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def serve(run_dir: Path) -> None:
     try:
         node = api.resource_for("v1", "Node", "nodes")
         api.store.create(node, "", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": paths.node_name}})
+        api.kubeconfig(paths.apiserver_kubeconfig)
         tmp = paths.apiserver_url.with_suffix(".tmp")
         tmp.write_text(api.url + "\n")
         os.replace(tmp, paths.apiserver_url)
@@ -95,7 +96,7 @@ def stop(paths: LabPaths) -> int | None:
         if pid_alive(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-    for p in (paths.apiserver_pidfile, paths.apiserver_url):
+    for p in (paths.apiserver_pidfile, paths.apiserver_url, paths.apiserver_kubeconfig):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return pid

@@ -29,6 +29,7 @@ from typing import Any
 
 from vhostplug.lab.demo_cleanup import cleanup
 from vhostplug.lab.demo_context import DemoContext
+from vhostplug.lab.demo_dra import run_dra, unprepare
 from vhostplug.lab.demo_node import lab_up, start_kubelet, stop_kubelet
 from vhostplug.lab.demo_pods import create_pods
 from vhostplug.lab.demo_state import Names
@@ -47,6 +48,7 @@ PHASES: tuple[Callable[[DemoContext], None], ...] = (
     create_pods,
     run_testpmd,
     run_vdpa,
+    run_dra,
     run_vms,
 )
 
@@ -54,9 +56,11 @@ PHASES: tuple[Callable[[DemoContext], None], ...] = (
 def teardown(ctx: DemoContext, others: tuple[DemoContext, ...] = ()) -> list[str]:
     from vhostplug.lab.cluster import cluster_down
 
+    done: list[str] = []
     for c in (ctx, *others):
+        done += unprepare(c)
         stop_kubelet(c)
-    return cluster_down(ctx.run_dir.parent if others else ctx.run_dir)
+    return done + cluster_down(ctx.run_dir.parent if others else ctx.run_dir)
 
 
 def two_node_phases(a: DemoContext, b: DemoContext) -> list[Callable[[], None]]:

@@ -25,6 +25,8 @@ class DemoContext:
     names: Names = field(init=False)
     state: State = field(init=False)
     kubelet: Any = None
+    #: the lab kubelet's DRA side (registered with the agent's DRA driver by the DRA phase)
+    dra_kubelet: Any = None
     ovs_endpoint: str = ""
     pods: dict[str, LabPod] = field(default_factory=dict)
     calls: dict[str, CniCall] = field(default_factory=dict)

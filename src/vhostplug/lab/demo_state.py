@@ -27,6 +27,7 @@ class State:
             "libvirt_started": [],
             "host_dirs": [],
             "vdpa_parts": [],
+            "dra_claims": [],
         }
         with contextlib.suppress(OSError, ValueError):
             self.data.update(json.loads(self.path.read_text()))

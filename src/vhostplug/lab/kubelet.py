@@ -301,8 +301,13 @@ def _must(pid: int, *cmd: str) -> None:
 
 
 def bind_into_pod(pid: int, host_path: str, container_path: str, read_only: bool = False) -> None:
-    """Bind-mount ``host_path`` at ``container_path`` inside the mount namespace of ``pid`` (a lab pod)."""
-    _must(pid, "mkdir", "-p", container_path)
+    """Bind-mount ``host_path`` (a folder or a file) at ``container_path`` inside the mount namespace of ``pid``
+    (a lab pod)."""
+    if os.path.isdir(host_path):
+        _must(pid, "mkdir", "-p", container_path)
+    else:
+        _must(pid, "mkdir", "-p", os.path.dirname(container_path))
+        _must(pid, "touch", container_path)
     _must(pid, "mount", "--bind", host_path, container_path)
     if read_only:
         _must(pid, "mount", "-o", "remount,bind,ro", container_path)

@@ -34,6 +34,7 @@ class LabPaths:
         self.plugins_registry_dir = self.run_dir / "kubelet" / "plugins_registry"
         self.cdi_dir = self.run_dir / "cdi"
         self.apiserver_url = self.run_dir / "apiserver.url"
+        self.apiserver_kubeconfig = self.run_dir / "apiserver.kubeconfig"
         self.apiserver_pidfile = self.run_dir / "apiserver.pid"
         self.apiserver_log = self.run_dir / "apiserver.log"
 

@@ -3,7 +3,7 @@
 A lab pod is a network namespace (``ip netns add``, as the runtime's sandbox) plus a long-lived holder process in its
 own mount namespace (``unshare --mount --propagation private sleep infinity``, as the pause container). Commands run
 "in the pod" with ``nsenter --net --mount``. The pod sees the host's files except where it has its own mounts: a
-private tmpfs on ``/var/run/vhostplug`` (where kubelet bind-mounts device folders) and on ``/etc/podnetinfo`` (the
+private tmpfs on ``/var/run/vhostplug`` (where kubelet bind-mounts device folders), ``/var/run/kubernetes.io`` (DRA device metadata) and on ``/etc/podnetinfo`` (the
 downward API volume). Files are written into the pod's view through ``/proc/<holder>/root``.
 
 Everything here is also undoable from recorded facts alone (netns name, holder pid and its start time), so a
@@ -24,7 +24,7 @@ from typing import Any
 
 NETNS_DIR = Path("/var/run/netns")
 #: folders that get a private tmpfs inside each lab pod (mount points made on the host when missing)
-POD_TMPFS = ("/var/run/vhostplug", "/etc/podnetinfo")
+POD_TMPFS = ("/var/run/vhostplug", "/etc/podnetinfo", "/var/run/kubernetes.io")
 ANNOTATIONS = "/etc/podnetinfo/annotations"
 
 

@@ -160,6 +160,22 @@ def render(report: dict[str, Any], console: Console) -> None:
     if report.get("vdpa"):
         console.print(vdpa)
 
+    dra = Table(title="DRA: ports from ResourceClaims (prepared by the agent, CDI applied)", title_justify="left")
+    for col in ("pod", "claim / request", "device", "CDI device", "socket (container view)", "mtu", "Mpps in"):
+        dra.add_column(col, justify="right" if col.startswith("Mpps") else "left")
+    for r in report.get("dra", []):
+        dra.add_row(
+            r["pod"],
+            f"{r['claim']} / {r['request']}",
+            r["device"],
+            r["cdi_device"],
+            r["container_socket"],
+            _fmt(r.get("mtu")),
+            f"{r['mpps']:.2f}" if r.get("mpps") is not None else "-",
+        )
+    if report.get("dra"):
+        console.print(dra)
+
     vms = Table(title="KubeVirt-style VMs (TCG) pinging through OVS", title_justify="left")
     for col in ("vm", "ip", "peer", "ping", "rtt min/avg/max ms", "boot to first reply s"):
         vms.add_column(col)
