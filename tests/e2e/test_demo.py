@@ -124,7 +124,12 @@ def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     # DRA: two pods' ports from ResourceClaims (allocated by CEL from the agent's slices, prepared by the agent,
     # CDI applied), testpmd through OVS both ways; one stable container path per pod claim + request; unprepared
     dra = report["dra"]
-    assert [e["pod"] for e in dra] == ["dra-p", "dra-q"]
+    assert [e["pod"] for e in dra] == ["dra-p", "dra-q", "virt-launcher-vm-d"]
+    # the VM: the sidecar took the socket and MTU from the claim's device metadata; it pinged a device-plugin VM
+    vm = dra.pop()
+    received, sent = map(int, vm["vm_ping"].split("/"))
+    assert 0 < received == sent and vm["domain_mtu"] == vm["mtu"] == 1500, vm
+    assert vm["container_socket"].startswith("/var/run/vhostplug/dra/resourceclaimtemplates/vm")
     for e in dra:
         assert set(e) >= {"pod", "claim", "request", "device", "cdi_device", "host_socket", "container_socket", "mtu"}
         assert e["claim"].startswith(f"{e['pod']}-vhu-") and e["request"] == "port" and e["mtu"] == 1500
@@ -132,9 +137,9 @@ def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
         assert e["container_socket"] == "/var/run/vhostplug/dra/resourceclaimtemplates/vhu/port/vhu.sock"
         assert e["vdevs"] == [f"net_virtio_user0,path={e['container_socket']},server=1,packed_vq=1"]
     assert dra[0]["host_socket"] != dra[1]["host_socket"] and dra[0]["device"] != dra[1]["device"]
-    assert sum("NodeUnprepareResources" in line and line.endswith(": done") for line in report["teardown"]) == 2
+    assert sum("NodeUnprepareResources" in line and line.endswith(": done") for line in report["teardown"]) == 3
     names = [p["name"] for p in report["phases"]]
-    assert names[-1] == "teardown" and len(names) == 9
+    assert names[-1] == "teardown" and len(names) == 10
     assert report["total_seconds"] < 300
     assert_nothing_left(run_dir, report)
 

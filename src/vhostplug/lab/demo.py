@@ -30,6 +30,7 @@ from typing import Any
 from vhostplug.lab.demo_cleanup import cleanup
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.demo_dra import run_dra, unprepare
+from vhostplug.lab.demo_dra_vm import run_dra_vm
 from vhostplug.lab.demo_node import lab_up, start_kubelet, stop_kubelet
 from vhostplug.lab.demo_pods import create_pods
 from vhostplug.lab.demo_state import Names
@@ -41,7 +42,7 @@ from vhostplug.lab.report import DemoError, Progress
 
 __all__ = ["ENV_TESTPMD", "NETWORK_STATUS", "Names", "annotations_file", "cleanup", "run_demo"]
 
-#: the demo's phases in order; the last one (the VMs) is left out with ``vms=False``
+#: the demo's phases in order; the last ones (the VMs: device plugin, then DRA) are left out with ``vms=False``
 PHASES: tuple[Callable[[DemoContext], None], ...] = (
     lab_up,
     start_kubelet,
@@ -50,7 +51,9 @@ PHASES: tuple[Callable[[DemoContext], None], ...] = (
     run_vdpa,
     run_dra,
     run_vms,
+    run_dra_vm,
 )
+VM_PHASES = 2
 
 
 def teardown(ctx: DemoContext, others: tuple[DemoContext, ...] = ()) -> list[str]:
@@ -118,7 +121,7 @@ def run_demo(run_dir: Path, json_out: Path | None = None, keep: bool = False, vm
     if others:
         steps = two_node_phases(ctx, others[0])
     else:
-        steps = [functools.partial(phase, ctx) for phase in (PHASES if vms else PHASES[:-1])]
+        steps = [functools.partial(phase, ctx) for phase in (PHASES if vms else PHASES[:-VM_PHASES])]
     t0 = time.monotonic()
     error: DemoError | None = None
     try:

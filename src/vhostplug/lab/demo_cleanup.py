@@ -38,6 +38,13 @@ def cleanup(run_dir: Path) -> list[str]:
     for sc in st["sidecars"]:
         if ProcRef(sc["pid"], sc["start"]).kill():
             done.append(f"stopped sidecar (pid {sc['pid']})")
+    for m in reversed(st.get("host_mounts", [])):  # a DRA VM's socket folder at its container path on the host
+        if subprocess.run(["umount", "-l", m["path"]], capture_output=True, check=False).returncode == 0:
+            done.append(f"unmounted {m['path']}")
+        for d in reversed(m["made"]):
+            with contextlib.suppress(OSError):
+                os.rmdir(d)
+                done.append(f"removed {d}")
     paths = LabPaths(Path(run_dir))
     for data in reversed(st["attachments"]):
         att = CniCall(**data)

@@ -79,7 +79,7 @@ def _template_spec(bridge: str) -> dict[str, Any]:
     }
 
 
-def _api(ctx: DemoContext) -> Any:
+def api_of(ctx: DemoContext) -> Any:
     from vhostplug.dra.config import ApiServerConfig
     from vhostplug.dra.kubeapi import KubeApi
     from vhostplug.lab import apiserverd
@@ -104,8 +104,11 @@ def _device_classes(api: Any) -> list[str]:
     return names
 
 
-def _pod_and_claim(api: Any, ctx: DemoContext, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The pod object and its claim as kube-controller-manager makes it from the pod's template."""
+def pod_and_claim(
+    api: Any, ctx: DemoContext, name: str, pod_claim: str = POD_CLAIM, bridge_kind: str = "p"
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod object and its claim as kube-controller-manager makes it from the pod's template (a port on the lab
+    bridge of ``bridge_kind``)."""
     pod_uid = str(uuid.uuid4())
     pod = {
         "apiVersion": "v1",
@@ -113,8 +116,8 @@ def _pod_and_claim(api: Any, ctx: DemoContext, name: str) -> tuple[dict[str, Any
         "metadata": {"name": name, "namespace": NAMESPACE, "uid": pod_uid},
         "spec": {
             "nodeName": ctx.paths.node_name,
-            "resourceClaims": [{"name": POD_CLAIM, "resourceClaimTemplateName": "vhostuser-lab"}],
-            "containers": [{"name": "app", "image": "dpdk-testpmd", "resources": {"claims": [{"name": POD_CLAIM}]}}],
+            "resourceClaims": [{"name": pod_claim, "resourceClaimTemplateName": "vhostuser-lab"}],
+            "containers": [{"name": "app", "image": "dpdk-testpmd", "resources": {"claims": [{"name": pod_claim}]}}],
         },
     }
     pod = api.request("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", pod)
@@ -122,14 +125,14 @@ def _pod_and_claim(api: Any, ctx: DemoContext, name: str) -> tuple[dict[str, Any
         "apiVersion": "resource.k8s.io/v1",
         "kind": "ResourceClaim",
         "metadata": {
-            "name": f"{name}-{POD_CLAIM}-{secrets.token_hex(3)[:5]}",
+            "name": f"{name}-{pod_claim}-{secrets.token_hex(3)[:5]}",
             "namespace": NAMESPACE,
-            "annotations": {"resource.kubernetes.io/pod-claim-name": POD_CLAIM},
+            "annotations": {"resource.kubernetes.io/pod-claim-name": pod_claim},
             "ownerReferences": [
                 {"apiVersion": "v1", "kind": "Pod", "name": name, "uid": pod["metadata"]["uid"], "controller": True}
             ],
         },
-        "spec": _template_spec(ctx.names.bridge("p")),
+        "spec": _template_spec(ctx.names.bridge(bridge_kind)),
     }
     claim = api.request("POST", f"{RESOURCE_API}/namespaces/{NAMESPACE}/resourceclaims", claim)
     return pod, claim
@@ -139,8 +142,8 @@ def run_dra(ctx: DemoContext) -> None:
     """Two pods whose ports come from ResourceClaims, prepared by the agent, testpmd through OVS both ways."""
     from lightkube import Client, KubeConfig
 
-    from vhostplug.lab import cdiapply, pods
-    from vhostplug.lab.drakubelet import Claim, DraKubelet
+    from vhostplug.lab import pods
+    from vhostplug.lab.drakubelet import DraKubelet
     from vhostplug.lab.ovs import OvsConfig
     from vhostplug.lab.scheduler import Scheduler
 
@@ -148,7 +151,10 @@ def run_dra(ctx: DemoContext) -> None:
         "DRA: claims allocated by CEL, prepared by the agent, CDI applied; testpmd through OVS",
         [ctx.paths.agent_log, ctx.paths.apiserver_log],
     ) as ph:
-        api, url = _api(ctx)
+        ph.doing("mount points for the pods' private tmpfs")
+        for d in pods.ensure_host_dirs(pods.POD_TMPFS):
+            ctx.state.add("host_dirs", d)
+        api, url = api_of(ctx)
         ph.doing(f"create the DeviceClasses of {DEVICE_CLASSES} in the API server at {url}")
         _device_classes(api)
         ph.doing(f"plugin watcher: register the DRA driver's socket in {ctx.paths.plugins_registry_dir}")
@@ -160,11 +166,10 @@ def run_dra(ctx: DemoContext) -> None:
         entries: dict[str, dict[str, Any]] = {}
         for name in DRA_PODS:
             ph.doing(f"pod {name}: its ResourceClaim from the template (as kube-controller-manager makes it)")
-            pod, claim = _pod_and_claim(api, ctx, name)
+            pod, claim = pod_and_claim(api, ctx, name)
             meta = claim["metadata"]
             ph.doing(f"scheduler: allocate {meta['name']} from node {ctx.paths.node_name}'s ResourceSlices (CEL)")
             claim = scheduler.schedule(NAMESPACE, meta["name"], ctx.paths.node_name, pod["metadata"])
-            result = claim["status"]["allocation"]["devices"]["results"][0]
             ctx.state.add("dra_claims", {"namespace": NAMESPACE, "name": meta["name"], "uid": meta["uid"]})
             ph.doing(f"sandbox of pod {name}")
             netns = ctx.names.netns(f"pod-{name[-1]}")
@@ -173,26 +178,7 @@ def run_dra(ctx: DemoContext) -> None:
             ctx.state.data["pods"][-1] = lab_pod.to_json()
             ctx.state.save()
             ctx.pods[name] = lab_pod
-            ph.doing(f"kubelet: NodePrepareResources({meta['name']}) over {kubelet.version}")
-            resp = kubelet.prepare([Claim(NAMESPACE, meta["name"], meta["uid"])]).claims[meta["uid"]]
-            if resp.error:
-                raise RuntimeError(f"NodePrepareResources of {meta['name']}: {resp.error}")
-            ids = [i for d in resp.devices for i in d.cdi_device_ids]
-            ph.doing(f"runtime: apply CDI devices {ids} to pod {name}")
-            applied = cdiapply.apply([ctx.paths.cdi_dir], ids, lab_pod.holder.pid)
-            status = api.get_claim(NAMESPACE, meta["name"]).get("status", {})
-            data = next(d.get("data", {}) for d in status.get("devices", []) if d.get("driver") == result["driver"])
-            entries[name] = {
-                "pod": name,
-                "claim": meta["name"],
-                "request": result["request"],
-                "device": result["device"],
-                "cdi_device": ids[0] if ids else "",
-                "host_socket": data.get("hostSocket", ""),
-                "container_socket": data.get("containerSocket", ""),
-                "mtu": data.get("mtu"),
-                "mounts": [c for _, c in applied.mounts],
-            }
+            entries[name] = prepare(ctx, ph, api, name, claim, lab_pod.holder.pid)
         tps: dict[str, Testpmd] = {}
         try:
             for name in DRA_PODS:
@@ -213,6 +199,37 @@ def run_dra(ctx: DemoContext) -> None:
         ctx.report["dra"] = list(entries.values())
         ctx.report["dra_cpu_layout"] = layout
         ph.note = ", ".join(f"{e['from']}→{e['pod']} {e['mpps']:.2f} Mpps" for e in entries.values())
+
+
+def prepare(ctx: DemoContext, ph: Any, api: Any, pod: str, claim: dict[str, Any], pid: int) -> dict[str, Any]:
+    """kubelet's NodePrepareResources of an allocated claim, then its CDI devices applied inside ``pid``'s mount
+    namespace; returns the claim's ``dra`` report entry."""
+    from vhostplug.lab import cdiapply
+    from vhostplug.lab.drakubelet import Claim
+
+    meta = claim["metadata"]
+    result = claim["status"]["allocation"]["devices"]["results"][0]
+    kubelet = ctx.dra_kubelet
+    ph.doing(f"kubelet: NodePrepareResources({meta['name']}) over {kubelet.version}")
+    resp = kubelet.prepare([Claim(NAMESPACE, meta["name"], meta["uid"])]).claims[meta["uid"]]
+    if resp.error:
+        raise RuntimeError(f"NodePrepareResources of {meta['name']}: {resp.error}")
+    ids = [i for d in resp.devices for i in d.cdi_device_ids]
+    ph.doing(f"runtime: apply CDI devices {ids} to pod {pod}")
+    applied = cdiapply.apply([ctx.paths.cdi_dir], ids, pid)
+    status = api.get_claim(NAMESPACE, meta["name"]).get("status", {})
+    data = next(d.get("data", {}) for d in status.get("devices", []) if d.get("driver") == result["driver"])
+    return {
+        "pod": pod,
+        "claim": meta["name"],
+        "request": result["request"],
+        "device": result["device"],
+        "cdi_device": ids[0] if ids else "",
+        "host_socket": data.get("hostSocket", ""),
+        "container_socket": data.get("containerSocket", ""),
+        "mtu": data.get("mtu"),
+        "mounts": [c for _, c in applied.mounts],
+    }
 
 
 def unprepare(ctx: DemoContext) -> list[str]:

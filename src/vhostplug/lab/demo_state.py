@@ -28,6 +28,7 @@ class State:
             "host_dirs": [],
             "vdpa_parts": [],
             "dra_claims": [],
+            "host_mounts": [],
         }
         with contextlib.suppress(OSError, ValueError):
             self.data.update(json.loads(self.path.read_text()))

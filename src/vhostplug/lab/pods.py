@@ -178,6 +178,9 @@ def create_pod(name: str, namespace: str, uid: str, netns: str, tmpfs: Sequence[
         raise
     try:
         for folder in tmpfs:
+            # the mount point is shared with the host's tree: another lab on the machine may have removed the one
+            # ensure_host_dirs made, so make sure it is there (in the pod's namespace: the same folder)
+            run(["nsenter", f"--mount={pod.mnt_ns}", "--", "mkdir", "-p", folder], f"mount point {folder}")
             run(
                 ["nsenter", f"--mount={pod.mnt_ns}", "--", "mount", "-t", "tmpfs", "-o", "mode=0755", "tmpfs", folder],
                 f"private tmpfs on {folder} in pod {name}",

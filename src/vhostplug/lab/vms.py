@@ -204,9 +204,19 @@ def lab_domain_xml(
 
 
 def add_lab_overrides(domain_xml: bytes | str) -> bytes:
-    """Lab only: ``<qemu:override>`` setting ``vectors=0`` on every vhost-user interface (QEMU 7.2 TCG + MSI-X crash)."""
+    """Lab only: ``<qemu:override>`` setting ``vectors=0`` on every vhost-user interface (QEMU 7.2 TCG + MSI-X crash).
+
+    An interface's ``<mtu size>`` goes to QEMU as the virtio-net ``host_mtu`` property instead: Debian 12's libvirt
+    9.0 refuses ``<mtu>`` on a vhostuser interface ("Cannot set interface MTU on ''"), newer libvirt (KubeVirt's)
+    turns it into that same property."""
     data = domain_xml.encode() if isinstance(domain_xml, str) else domain_xml
     root = etree.fromstring(data)
+    mtus: dict[str, str] = {}
+    for iface in root.iterfind("devices/interface[@type='vhostuser']"):
+        alias_el, mtu = iface.find("alias"), iface.find("mtu")
+        if alias_el is not None and mtu is not None and alias_el.get("name") and mtu.get("size"):
+            mtus[str(alias_el.get("name"))] = str(mtu.get("size"))
+            iface.remove(mtu)
     aliases = [
         str(a.get("name"))
         for a in root.iterfind("devices/interface[@type='vhostuser']/alias")
@@ -224,6 +234,8 @@ def add_lab_overrides(domain_xml: bytes | str) -> bytes:
         dev = etree.SubElement(override, f"{q}device", alias=alias)
         front = etree.SubElement(dev, f"{q}frontend")
         etree.SubElement(front, f"{q}property", name="vectors", type="unsigned", value="0")
+        if alias in mtus:
+            etree.SubElement(front, f"{q}property", name="host_mtu", type="unsigned", value=mtus[alias])
     out: bytes = etree.tostring(root, encoding="utf-8")
     return out
 
