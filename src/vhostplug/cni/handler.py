@@ -157,7 +157,12 @@ class CniHandler:
         att = vdpa_verbs.attacher(self.dataplane, self.options.vdpa, self.options.attach_timeout)
         with self._locked():
             if env.command == "ADD":
-                return vdpa_verbs.add(att, env, conf, raw, version, self._ipam_env, self.records)
+                result = vdpa_verbs.add(att, env, conf, raw, version, self._ipam_env, self.records)
+                if not deadline.current().finish():  # its caller was answered "try again": undo it as DEL would
+                    LOG.warning("vDPA ADD of %s outlived its deadline: undoing what it made", env.container_id)
+                    self._release_ipam(env, self._forget(env.container_id, env.ifname, []), raw)
+                    raise CniError(TRY_AGAIN_LATER, "the vDPA ADD finished after its caller was answered")
+                return result
             vdpa_verbs.check(att, env, conf, raw, self._ipam_env, self.records)
         return None
 
