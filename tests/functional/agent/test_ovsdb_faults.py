@@ -195,3 +195,30 @@ def test_a_missing_bridge_the_agent_may_not_make_is_not_ready(own_ovs: PrivateOv
         assert "br-absent" in str(status["details"]), status
     finally:
         stop_agent(agent)
+
+
+def test_an_add_that_finishes_after_its_deadline_undoes_itself(own_ovs: PrivateOvs, unique: str) -> None:
+    """An IPAM plugin slower than ADD's 8 s budget: the caller gets 11 at the deadline; the ADD, which then
+    completes, finds its answer given and rolls back: no port, file, record, lease or child process is left."""
+    agent = make_agent(own_ovs, ipamPlugins=["host-local", "slow-ipam"])
+    try:
+        slow = agent.cni_bin.parent / "slow-ipam"
+        slow.write_text(f"#!/bin/sh\nsleep 9\nexec {agent.cni_bin.parent / 'host-local'}\n")
+        slow.chmod(0o755)
+        ipam = {"type": "slow-ipam", "subnet": "10.94.0.0/24", "dataDir": str(agent.root / "ipam")}
+        late = _run(agent, "ADD", f"late{unique}", ipam=ipam)
+        assert late["exit"] == 1 and late["code"] == 11, late
+        assert 7.5 < float(str(late["seconds"])) < 10.0, late
+        until = time.monotonic() + 30
+        while "outlived its deadline" not in agent.log_text():  # the worker finishes ~1 s later and rolls back
+            assert time.monotonic() < until, agent.log_text()[-2000:]
+            time.sleep(0.1)
+        leases = agent.root / "ipam" / "vhnet"
+        until = time.monotonic() + 10
+        while (left := agent.leftovers() + sorted(p.name for p in leases.glob("10.*"))) != []:
+            assert time.monotonic() < until, left
+            time.sleep(0.1)
+        assert not any((agent.root / "state").iterdir())
+        assert "Traceback" not in agent.log_text()
+    finally:
+        stop_agent(agent)
