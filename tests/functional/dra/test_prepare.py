@@ -228,3 +228,20 @@ def test_v1beta1_service_answers_too(dra_agent: AgentProc, apiserver: ApiServer)
         assert _leftovers(dra_agent, c) == []
     finally:
         old.close()
+
+
+def test_client_mode_moves_the_socket_ovs_made_into_the_claims_folder(
+    dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
+) -> None:
+    """mode client: OVS (dpdkvhostuser) makes the socket in its own folder; Prepare moves it into the claim's folder
+    before it answers, so the app finds it at the container path when it starts."""
+    c = _seed(apiserver, draobjects.claim("client-mode", NODE, [("vhost", "vhu-br-dra-14")], params={"mode": "client"}))
+    assert kubelet.prepare([c]).claims[c.uid].error == ""
+    [port] = [p for p in _dra_ports(dra_agent).values() if p.external_ids[ovsvhost.ID_DRA_CLAIM] == c.uid]
+    assert port.ovs_type == ovsvhost.TYPE_OVS_SERVER
+    [st] = _status_devices(apiserver, c)
+    sock = Path(st["data"]["hostSocket"])
+    assert stat.S_ISSOCK(os.lstat(sock).st_mode), sock
+    assert st["data"]["mode"] == "client"
+    assert kubelet.unprepare([c]).claims[c.uid].error == ""
+    assert _leftovers(dra_agent, c) == [] and not sock.parent.exists()
