@@ -87,10 +87,9 @@ class Agent:
             from vhostplug.dra.node import DraNode
 
             try:
-                pools = self._dp_config.vdpa if self._dp_config is not None else None
-                roots = (pools.sysfs_root, pools.dev_root) if pools is not None and pools.pools else None
+                dra_vdpa = options.vdpa if options.vdpa is not None and options.vdpa.pools else None
                 self.dra = DraNode(
-                    config.dra, self.dataplane, options.policy, options.ownership, config.state_dir, roots
+                    config.dra, self.dataplane, options.policy, options.ownership, config.state_dir, dra_vdpa
                 )
             except ValueError as exc:
                 raise ConfigError(f"invalid dra configuration: {exc}") from None

@@ -28,11 +28,13 @@ from vhostplug.dra.claims import AllocatedDevice, ClaimError, ClaimPlan
 from vhostplug.dra.kubeapi import ApiError, KubeApi
 from vhostplug.dra.layout import CDI_KINDS, SOCKET_NAME, ClaimRef, Layout
 from vhostplug.dra.store import PREPARED, PREPARING, ClaimRecord, ClaimStore, DeviceRecord
-from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, mac_for, port_name_for
+from vhostplug.model import MAX_SOCKET_PATH, Attachment, Mode, NetdevPort, mac_for, port_name_for
 from vhostplug.podinfo import devicemetadata
 from vhostplug.protocols import Dataplane, DataplaneError, DeviceCatalog
 from vhostplug.undo import Undo, roll_back
-from vhostplug.vdpa import discovery as vdpa_discovery
+from vhostplug.vdpa import netdev as vdpa_netdev
+from vhostplug.vdpa import sysfs as vdpa_sysfs
+from vhostplug.vdpa.attach import VdpaPolicy
 
 LOG = logging.getLogger(__name__)
 STATUS_RETRIES = 5
@@ -71,8 +73,8 @@ class DriverOptions:
     cdi_version: str = "0.6.0"
     attach_timeout: float = 5.0
     client_socket_wait: float = 3.0
-    #: where vDPA devices are found (sysfs root, /dev root: the devicePlugin.vdpa pools' roots); None: no vDPA here
-    vdpa_roots: tuple[Path, Path] | None = None
+    #: where vDPA devices are found and which pools take them (the devicePlugin.vdpa section); None: no vDPA here
+    vdpa: VdpaPolicy | None = None
 
 
 class Driver:
@@ -161,7 +163,7 @@ class Driver:
             "queues": cfg.queues,
         }
         if d.catalog.kind == "vdpa":
-            return DeviceRecord(**common, **self._vdpa_fields(where, d))
+            return DeviceRecord(**common, **self._vdpa_fields(where, ref, d))
         try:
             bridge = self.o.policy.bridge(d.catalog.bridge, "bridge")
         except CniError as exc:
@@ -190,21 +192,74 @@ class Driver:
             policing_burst=policing.burst_kb if policing else None,
         )
 
-    def _vdpa_fields(self, where: str, d: AllocatedDevice) -> dict[str, Any]:
+    def _vdpa_fields(self, where: str, ref: ClaimRef, d: AllocatedDevice) -> dict[str, Any]:
         """A vhost-vdpa device goes to the container as its character device (CDI ``deviceNodes``); a virtio-vdpa
-        device is a kernel netdev, named in the claim status for a CNI to move into the pod."""
-        if self.o.vdpa_roots is None:
+        device is a kernel netdev, named in the claim status for a CNI to move into the pod. Either way its VF
+        representor goes on the bridge (checked here: found, in the switch's namespace, not on a bridge already)."""
+        p = self.o.vdpa
+        if p is None:
             raise ClaimError(f"{where}: device {d.pool}/{d.device} is a vDPA device; this node has no vDPA pools")
-        name = d.catalog.vdpa_device
-        found = [v for v in vdpa_discovery.discover(*self.o.vdpa_roots) if v.name == name]
-        if not found:
-            raise ClaimError(f"{where}: vDPA device {name} of {d.pool}/{d.device} is not on this node (any more)")
-        v = found[0]
-        if not vdpa_discovery.healthy(v):
-            raise ClaimError(f"{where}: vDPA device {name} is not usable ({v.health_path} is missing)")
+        name = d.catalog.vdpa_device or ""
+        try:
+            target = vdpa_sysfs.resolve(p.sysfs_root, p.dev_root, name, list(p.pools))
+        except vdpa_sysfs.VdpaLookupError as exc:
+            raise ClaimError(f"{where}: device {d.pool}/{d.device}: {exc}") from None
+        v, rep_name = target.device, target.representor
+        held = self.dataplane.get_port(rep_name)
+        if held is not None and held.external_ids.get(ovsvhost.ID_DRA_CLAIM) != ref.uid:
+            who = held.external_ids.get(ovsvhost.ID_ATTACHMENT) or "something not made by vhostplug"
+            raise ClaimError(f"{where}: vDPA device {name} is in use by {who} (representor {rep_name} is on a bridge)")
+        rep = vdpa_netdev.get(rep_name, self.dataplane.netdev_namespace())
+        if rep is None:
+            raise ClaimError(f"{where}: representor {rep_name} of vDPA device {name} is not in the switch's namespace")
+        try:
+            bridge = self.o.policy.bridge(d.catalog.bridge, "bridge")
+        except CniError as exc:
+            raise ClaimError(f"{where}: device {d.pool}/{d.device}: {exc.msg} ({exc.details})") from None
+        fields: dict[str, Any] = {
+            "vdpa_device": name,
+            "representor": rep_name,
+            "port_name": rep_name,
+            "rep_mtu": rep.mtu,
+            "rep_up": rep.up,
+            "bridge": bridge,
+            "vlan": d.config.vlan,
+        }
         if v.driver == "vhost" and v.chardev:
-            return {"vdpa_device": name, "dev_node": f"/dev/{v.chardev}", "dev_node_host": str(v.health_path)}
-        return {"vdpa_device": name, "netdev": v.netdev or ""}
+            fields.update({"dev_node": f"/dev/{v.chardev}", "dev_node_host": str(v.health_path)})
+        else:
+            fields["netdev"] = v.netdev or ""
+        return fields
+
+    def _netdev_port(self, rec: ClaimRecord, dev: DeviceRecord) -> NetdevPort:
+        ids = {
+            ovsvhost.ID_ATTACHMENT: f"{rec.uid}/{dev.request}",
+            ovsvhost.ID_DRA_CLAIM: rec.uid,
+            ovsvhost.ID_DRA_REQUEST: dev.request,
+            ovsvhost.ID_VDPA_DEVICE: dev.vdpa_device,
+        }
+        return NetdevPort(dev.representor, dev.bridge, tuple(sorted(ids.items())), dev.mtu, dev.vlan)
+
+    def _plug_representor(self, rec: ClaimRecord, dev: DeviceRecord, undo: Undo) -> None:
+        sw = self.dataplane.netdev_namespace()
+        try:
+            if dev.mtu:
+                vdpa_netdev.set_link(dev.representor, sw, mtu=dev.mtu)
+            vdpa_netdev.set_link(dev.representor, sw, state="up")
+        except vdpa_netdev.NetdevError as exc:
+            raise DataplaneError(str(exc)) from None
+        undo.append(lambda: self._restore_representor(dev))
+        self.dataplane.attach_netdev(self._netdev_port(rec, dev), timeout=self.o.attach_timeout)
+        undo.append(lambda: self.dataplane.detach(dev.representor))
+
+    def _restore_representor(self, dev: DeviceRecord) -> None:
+        changes: dict[str, Any] = {"state": "up" if dev.rep_up else "down"}
+        if dev.rep_mtu:
+            changes["mtu"] = dev.rep_mtu
+        try:
+            vdpa_netdev.set_link(dev.representor, self.dataplane.netdev_namespace(), **changes)
+        except vdpa_netdev.NetdevError as exc:  # the VF went away meanwhile: nothing to give back
+            LOG.warning("representor %s not restored: %s", dev.representor, exc)
 
     def attachment(self, rec: ClaimRecord, dev: DeviceRecord) -> Attachment:
         """The OVS attachment of a vhost-user device, from its record alone (also used to make it again)."""
@@ -235,7 +290,8 @@ class Driver:
         )
 
     def _make_device(self, rec: ClaimRecord, dev: DeviceRecord, undo: Undo) -> None:
-        if dev.kind != "vhostuser":  # vDPA: nothing to make but the files (the device is the pool's)
+        if dev.kind != "vhostuser":  # vDPA: the representor on the bridge, then the files
+            self._plug_representor(rec, dev, undo)
             self._write_files(rec, dev, undo)
             return
         folder = Path(dev.folder)
@@ -340,6 +396,8 @@ class Driver:
                 port = self.dataplane.get_port(dev.port_name)
                 if port is not None and port.external_ids.get(ovsvhost.ID_DRA_CLAIM) == rec.uid:
                     self.dataplane.detach(dev.port_name)
+            if dev.representor:
+                self._restore_representor(dev)
             if dev.folder and dev.folder_made:
                 fsutil.remove_dir(Path(dev.folder))
         for f in rec.cdi_files:
@@ -374,13 +432,16 @@ class Driver:
                 continue
             counts["prepared"] += 1
             for dev in rec.devices:
-                if dev.kind != "vhostuser" or self._port_ok(rec, dev):
+                if not dev.port_name or self._port_ok(rec, dev):
                     continue
                 try:
-                    folder = Path(dev.folder)
-                    fsutil.ensure_dir(folder, self.o.ownership)
                     if self.dataplane.get_port(dev.port_name) is not None:
                         self.dataplane.detach(dev.port_name)
+                    if dev.kind == "vdpa":
+                        self.dataplane.attach_netdev(self._netdev_port(rec, dev), timeout=self.o.attach_timeout)
+                        counts["ports_remade"] += 1
+                        continue
+                    fsutil.ensure_dir(Path(dev.folder), self.o.ownership)
                     self.dataplane.attach(self.attachment(rec, dev), timeout=self.o.attach_timeout)
                     counts["ports_remade"] += 1
                 except (DataplaneError, OSError) as exc:
@@ -400,7 +461,7 @@ class Driver:
         return port is not None and port.external_ids.get(ovsvhost.ID_DRA_CLAIM) == rec.uid
 
     def _ports_present(self, rec: ClaimRecord) -> bool:
-        return all(self._port_ok(rec, d) for d in rec.devices if d.kind == "vhostuser")
+        return all(self._port_ok(rec, d) for d in rec.devices if d.port_name)
 
 
 def _result(rec: ClaimRecord) -> PrepareResult:
@@ -455,6 +516,8 @@ def status_entry(driver: str, dev: DeviceRecord) -> dict[str, Any]:
         if dev.netdev:
             data["netdev"] = dev.netdev
             network = {"interfaceName": dev.netdev}
+        if dev.representor:
+            data.update({"representor": dev.representor, "bridge": dev.bridge})
     for key, value in (("mtu", dev.mtu), ("vlan", dev.vlan), ("queues", dev.queues)):
         if value is not None:
             data[key] = value

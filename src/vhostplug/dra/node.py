@@ -18,6 +18,7 @@ from vhostplug.dra.layout import Layout
 from vhostplug.dra.plugin import KubeletPlugin
 from vhostplug.dra.store import ClaimStore
 from vhostplug.protocols import Dataplane
+from vhostplug.vdpa.attach import VdpaPolicy
 
 LOG = logging.getLogger(__name__)
 STORE_SUBDIR = "dra"
@@ -32,7 +33,7 @@ class DraNode:
         policy: NodePolicy,
         ownership: fsutil.Ownership,
         state_dir: Path,
-        vdpa_roots: tuple[Path, Path] | None = None,
+        vdpa: VdpaPolicy | None = None,
     ) -> None:
         node = config.node  # raises ValueError naming dra.nodeName when unknown
         self.config = config
@@ -51,7 +52,7 @@ class DraNode:
             policy=policy,
             ownership=ownership,
             cdi_version=config.cdi_version,
-            vdpa_roots=vdpa_roots,
+            vdpa=vdpa,
         )
         catalog = SliceCatalog(self.api, node, config.driver_name)
         self.driver = Driver(dataplane, self.api, catalog, ClaimStore(state_dir / STORE_SUBDIR), options)

@@ -47,6 +47,10 @@ class DeviceRecord:
     dev_node_host: str = ""
     netdev: str = ""
     vdpa_device: str = ""
+    #: vDPA: its VF representor, put on ``bridge`` as a system port (``port_name``), and its state before
+    representor: str = ""
+    rep_mtu: int | None = None
+    rep_up: bool = False
     metadata_file: str = ""
 
 
