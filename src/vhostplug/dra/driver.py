@@ -311,7 +311,13 @@ class Driver:
         self.dataplane.attach(att, timeout=self.o.attach_timeout, meanwhile=meanwhile)
         undo.append(lambda: self.dataplane.detach(att.port_name))
         if att.mode is Mode.CLIENT:
-            self.dataplane.place_client_socket(att, own, self.o.client_socket_wait)
+            try:
+                self.dataplane.place_client_socket(att, own, self.o.client_socket_wait)
+            except DataplaneError:
+                # the agent's relocator moves every socket OVS makes to its port's place (vhostplug-socket), and
+                # may have been first: then it is where it belongs
+                if not fsutil.is_socket(att.socket_path):
+                    raise
 
     def _write_files(self, rec: ClaimRecord, dev: DeviceRecord, undo: Undo) -> None:
         """The device's metadata file and its claim's CDI spec (rewritten with every device made so far)."""
