@@ -99,6 +99,8 @@ def sidecar(short_dir: Path) -> Iterator[Running]:
         assert time.monotonic() < deadline, "sidecar socket never appeared"
         time.sleep(0.05)
     channel = grpc.insecure_channel(f"unix:{sock}")
+    # the socket file appears when gRPC binds it, a moment before the server listens: wait until it answers
+    grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
     try:
         yield Running(proc, sock, info, links, channel)
     finally:
