@@ -144,6 +144,7 @@ def run_dra_vm(ctx: DemoContext) -> None:
             res = v1alpha3_pb2_grpc.CallbacksStub(ch).OnDefineDomain(  # type: ignore[no-untyped-call]
                 v1alpha3_pb2.OnDefineDomainParams(domainXML=base.encode(), vmi=_vmi(domain, pod_claim, mac)),
                 timeout=60,
+                wait_for_ready=True,  # the hooks socket file exists a moment before the server listens
             )
         (root / "domain-from-sidecar.xml").write_bytes(res.domainXML)
         found: Any = etree.fromstring(res.domainXML).xpath(f"//interface[alias/@name='ua-{NETWORK}']")

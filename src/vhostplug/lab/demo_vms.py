@@ -150,6 +150,7 @@ def _define_vm(ctx: DemoContext, ph: Any, lv: Any, who: str, launcher: dict[str,
         res = v1alpha3_pb2_grpc.CallbacksStub(ch).OnDefineDomain(  # type: ignore[no-untyped-call]
             v1alpha3_pb2.OnDefineDomainParams(domainXML=base.encode(), vmi=_vmi_json(domain, launcher["mac"])),
             timeout=60,
+            wait_for_ready=True,  # the hooks socket file exists a moment before the server listens
         )
     (root / "domain-from-sidecar.xml").write_bytes(res.domainXML)
     ph.doing(f"virsh define {root / (domain + '.xml')} (with the lab-only vectors=0 override)")
