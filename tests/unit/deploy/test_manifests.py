@@ -6,6 +6,7 @@ configuration model, least-privilege RBAC, a scoped webhook, and one image name 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ def _by_kind(kind: str) -> list[dict[str, Any]]:
     return [doc for _, doc in OBJECTS if doc["kind"] == kind]
 
 
+def _node_agent(kind: str) -> list[dict[str, Any]]:
+    """The node agent's objects of ``kind`` (deploy/node/; the DRA variant in deploy/dra/ has its own test)."""
+    return [doc for path, doc in OBJECTS if doc["kind"] == kind and path.parent.name == "node"]
+
+
 def _definitions(version: str) -> referencing.Resource[Any]:
     schemas = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
     (folder,) = [d for d in schemas.iterdir() if d.name == f"v{version}.0-local-strict"]
@@ -113,7 +119,7 @@ def test_object_passes_the_kubernetes_schema(obj: tuple[Path, dict[str, Any]], v
 
 
 def test_the_schema_check_catches_a_typo() -> None:
-    (ds,) = _by_kind("DaemonSet")
+    (ds,) = _node_agent("DaemonSet")
     broken = json.loads(json.dumps(ds))
     broken["spec"]["template"]["spec"]["hostNetwrok"] = True
     with pytest.raises(kubernetes_validate.ValidationError):
@@ -142,14 +148,14 @@ def test_agent_configmap_loads_through_the_agents_config_model(tmp_path: Path) -
     from vhostplug.agent.config import load
     from vhostplug.deviceplugin.config import load_config
 
-    (cm,) = _by_kind("ConfigMap")
+    (cm,) = _node_agent("ConfigMap")
     path = tmp_path / "agent.yaml"
     path.write_text(cm["data"]["agent.yaml"])
     config = load(path)
     assert config.device_plugin is not None
     load_config(config.device_plugin)
     # every host folder the agent uses is mounted into the agent container at the same path
-    (ds,) = _by_kind("DaemonSet")
+    (ds,) = _node_agent("DaemonSet")
     (agent,) = ds["spec"]["template"]["spec"]["containers"]
     mounts = {Path(m["mountPath"]) for m in agent["volumeMounts"]}
     volumes = {v["name"]: v for v in ds["spec"]["template"]["spec"]["volumes"]}
@@ -180,7 +186,7 @@ def test_the_agent_sees_what_the_runtime_hands_the_shim() -> None:
     """The shim forwards CNI_PATH and CNI_NETNS as the runtime gave them; the agent execs IPAM plugins from CNI_PATH
     (host-local keeps its leases under /var/lib/cni) and opens CNI_NETNS for vDPA netdevs: the same host paths must be
     visible in the agent container."""
-    (ds,) = _by_kind("DaemonSet")
+    (ds,) = _node_agent("DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     (init,) = pod["initContainers"]
     (agent,) = pod["containers"]
@@ -201,7 +207,7 @@ def test_the_agent_sees_what_the_runtime_hands_the_shim() -> None:
 
 
 def test_the_agent_gets_no_kubernetes_api_access() -> None:
-    (ds,) = _by_kind("DaemonSet")
+    (ds,) = _node_agent("DaemonSet")
     pod = ds["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False
     bound = {s["name"] for b in _by_kind("ClusterRoleBinding") + _by_kind("RoleBinding") for s in b["subjects"]}
@@ -308,3 +314,45 @@ def test_every_image_is_the_one_make_image_builds() -> None:
             pod = obj["spec"]["template"]["spec"]
             for c in pod.get("initContainers", []) + pod["containers"]:
                 assert c["command"][0] == "vhostplug", c["name"]
+
+
+def test_the_dra_agent_is_the_node_agent_with_dra_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    """deploy/dra/vhostplug-node-dra.yaml differs from the node agent only where DRA needs it: its config turns DRA on
+    (every DRA folder in a host mount), NODE_NAME from the pod's node, the vhostplug-dra service account, kubelet's
+    plugin folders and the CDI folder mounted, and it runs exactly on the nodes the node agent leaves out."""
+    from vhostplug.agent.config import load
+
+    dra_objs = {doc["kind"]: doc for path, doc in OBJECTS if path.name == "vhostplug-node-dra.yaml"}
+    (node_cm,), (node_ds,) = _node_agent("ConfigMap"), _node_agent("DaemonSet")
+    cm, ds = dra_objs["ConfigMap"], dra_objs["DaemonSet"]
+    node_conf = yaml.safe_load(node_cm["data"]["agent.yaml"])
+    conf = yaml.safe_load(cm["data"]["agent.yaml"])
+    assert {k: v for k, v in conf.items() if k != "dra"} == node_conf
+    monkeypatch.setenv("NODE_NAME", "node-a")
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "agent.yaml").write_text(cm["data"]["agent.yaml"])
+        dra = load(Path(tmp) / "agent.yaml").dra
+    assert dra.enabled and dra.api_server.url is None  # in-cluster
+    pod, node_pod = ds["spec"]["template"]["spec"], node_ds["spec"]["template"]["spec"]
+    (agent,), (node_agent,) = pod["containers"], node_pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_mounts = {Path(m["mountPath"]) for m in agent["volumeMounts"] if "hostPath" in volumes[m["name"]]}
+    for path in (dra.plugins_dir, dra.registry_dir, dra.cdi_dir):
+        assert path in host_mounts and Path(volumes[_mount_name(agent, path)]["hostPath"]["path"]) == path
+    assert agent["env"] == [{"name": "NODE_NAME", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+    assert pod["serviceAccountName"] == "vhostplug-dra" and pod["automountServiceAccountToken"] is True
+    assert pod["nodeSelector"] == {**node_pod["nodeSelector"], "vhostplug.io/dra": "true"}
+    (term,) = node_pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+    assert term["matchExpressions"] == [{"key": "vhostplug.io/dra", "operator": "NotIn", "values": ["true"]}]
+    same = ("initContainers", "hostNetwork", "tolerations")
+    assert all(pod[k] == node_pod[k] for k in same)
+    assert {k: v for k, v in agent.items() if k not in ("env", "volumeMounts")} == {
+        k: v for k, v in node_agent.items() if k != "volumeMounts"
+    }
+    extra = [m for m in agent["volumeMounts"] if m not in node_agent["volumeMounts"]]
+    assert {m["mountPath"] for m in extra} == {str(dra.plugins_dir), str(dra.registry_dir), str(dra.cdi_dir)}
+
+
+def _mount_name(container: dict[str, Any], path: Path) -> str:
+    (name,) = [m["name"] for m in container["volumeMounts"] if Path(m["mountPath"]) == path]
+    return str(name)
