@@ -24,9 +24,17 @@ af_packet ``framecnt``, testpmd ``--rxd/--txd``), enough to hold a slice's worth
 ports cannot do txonly → rxonly (testpmd has one forwarding mode) nor open af_packet sockets in two pods' network
 namespaces, and a third core for the receiver does not exist here.
 
-Writes bench/results/dataplane.json and bench/results/dataplane.png and prints a table. Knobs (environment):
+The no-switch limit (part ``limit``, bench/dataplane_limit.py): one app in pod A io-forwarding between two
+virtio_user ports, packets circulating through the switch on core 1, alternated BENCH_ALTERNATIONS times between
+DPDK's vhost PMD (``net_vhost`` in testpmd, ovs-vswitchd stopped) and OVS-DPDK through the CNI-made ports; the
+vhost-user path as a percentage of the limit, and each switch's own CPU cost per packet.
+
+Writes bench/results/dataplane.json and bench/results/dataplane.png and prints the tables. Knobs (environment):
 BENCH_SECONDS (10), BENCH_WARMUP (2), BENCH_REPS (3), BENCH_FRAMES (64,1518), BENCH_RING (16384),
-BENCH_LAT_SECONDS (10), BENCH_LAT_WINDOW (0.2), BENCH_PARTS (throughput,latency), BENCH_OUT (bench/results/dataplane.json).
+BENCH_LAT_SECONDS (10), BENCH_LAT_WINDOW (0.2), BENCH_PARTS (latency,limit,throughput), BENCH_OUT
+(bench/results/dataplane.json; a run of only some parts writes nothing unless BENCH_OUT is given),
+BENCH_HUGEPAGES (auto: as `vhostplug lab up`; 1; 0), BENCH_ALTERNATIONS (3), BENCH_LOOP_BURSTS (32),
+BENCH_LEVERS (none; names in dataplane_limit.LEVER_TABLE), BENCH_PROFILE (0; 1: perf and pmd-perf-show).
 """
 
 from __future__ import annotations
@@ -53,7 +61,7 @@ from vhostplug.lab.demo_node import lab_up, start_kubelet
 from vhostplug.lab.demo_pods import create_pods
 from vhostplug.lab.demo_traffic import APP_LCORES, app_memory_mb, cpu_layout, vhostplug_exe, with_ring
 from vhostplug.lab.multus import IFNAME, host_socket
-from vhostplug.lab.ovs import OvsConfig
+from vhostplug.lab.ovs import OvsConfig, hugepages_free_mb
 from vhostplug.lab.pods import LabPod, run
 from vhostplug.lab.rate import Flow, measure, port_counters
 from vhostplug.lab.report import Progress
@@ -69,7 +77,10 @@ RING = int(os.environ.get("BENCH_RING", "16384"))
 LAT_SECONDS = float(os.environ.get("BENCH_LAT_SECONDS", "10"))
 LAT_WINDOW = float(os.environ.get("BENCH_LAT_WINDOW", "0.2"))
 OUT = Path(os.environ.get("BENCH_OUT", str(REPO / "bench" / "results" / "dataplane.json")))
-PARTS = set(os.environ.get("BENCH_PARTS", "throughput,latency").split(","))
+ALL_PARTS = {"throughput", "latency", "limit"}
+PARTS = set(os.environ.get("BENCH_PARTS", ",".join(sorted(ALL_PARTS))).split(","))
+# the lab's OVS-DPDK (and the limit's forwarder) on 2 MB hugepages: 1, 0, or auto (as `vhostplug lab up`)
+HUGEPAGES = {"1": True, "0": False}.get(os.environ.get("BENCH_HUGEPAGES", "auto"))
 PATHS = ("vhost-user", "ovs-system-veth", "direct-veth")
 
 
@@ -311,15 +322,31 @@ def other_vswitchds(ours: Path) -> int:
 def plot(result: dict[str, Any], png: Path) -> None:
     import matplotlib
 
-    if not result["summary"]:
+    if not result["summary"] and not result.get("limit"):
         return
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(FRAMES), figsize=(5 * len(FRAMES), 4))
-    if len(FRAMES) == 1:
-        axes = [axes]
+    limit = result.get("limit", {}).get("summary", {})
+    rows = 2 if limit else 1
+    fig, grid = plt.subplots(rows, len(FRAMES), figsize=(5 * len(FRAMES), 4 * rows), squeeze=False)
+    axes = list(grid[0])
+    for ax, frame in zip(grid[1] if limit else [], FRAMES, strict=False):
+        lrow = limit[str(frame)]
+        arms = [a for a in lrow if a in ("limit", "vhost-user")]
+        vals = [lrow[a]["mpps_median"] for a in arms]
+        bars = ax.bar(["no-switch limit" if a == "limit" else "vhost-user (OVS-DPDK)" for a in arms], vals)
+        labels = [
+            f"{v:.3f}" + (f"\n{lrow[a]['pct_of_limit']} % of limit" if a != "limit" else "")
+            for a, v in zip(arms, vals, strict=True)
+        ]
+        ax.bar_label(bars, labels=labels)
+        ax.set_title(f"{frame} B, one app io-forwarding, per direction")
+        ax.set_ylabel("Mpps per direction (median of alternations)")
     for ax, frame in zip(axes, FRAMES, strict=True):
+        if not result["summary"]:
+            ax.set_visible(False)
+            continue
         row = result["summary"][str(frame)]
         vals = [row[p]["rx_mpps_median"] for p in PATHS]
         bars = ax.bar(PATHS, vals, color=["#2a7", "#c84", "#68c"])
@@ -350,11 +377,99 @@ def print_table(result: dict[str, Any], console: Console) -> None:
     for path, v in result["latency"].items():
         lat.add_row(path, f"{v['p50_us']}", f"{v['p99_us']}", str(v["windows"]), str(v["in_flight"]))
     console.print(lat)
+    limit = result.get("limit") or {}
+    if limit:
+        lt = Table(
+            title="No-switch limit vs vhost-user through OVS-DPDK: one app io-forwarding between its two ports, "
+            "Mpps per direction (median of alternations; switch's own CPU ns per packet)",
+            title_justify="left",
+        )
+        for col in ("arm", *(f"{f} B" for f in FRAMES), "% of limit", "per alternation", "switch ns/pkt (64 B)"):
+            lt.add_column(col, justify="right")
+        first = limit["summary"][str(FRAMES[0])]
+        for arm in first:
+            cells = [f"{limit['summary'][str(f)][arm]['mpps_median']:.3f}" for f in FRAMES]
+            pct = " / ".join(str(limit["summary"][str(f)][arm].get("pct_of_limit", "")) for f in FRAMES)
+            alts = str(first[arm].get("pct_of_limit_per_alternation", ""))
+            ns = [
+                p.get("switch_ns_per_packet")
+                for p in limit["points"]
+                if p["arm"] == arm and p["frame_bytes"] == FRAMES[0]
+            ]
+            ns_med = statistics.median([x for x in ns if x]) if any(ns) else ""
+            lt.add_row(arm, *cells, pct, alts, f"{ns_med}")
+        console.print(lt)
     console.print(
         f"CPU layout: {result['cpu_layout']['text']}; load before/after: {result['machine']['load_before']}"
         f" / {result['machine']['load_after']}; other ovs-vswitchd on the machine: "
         f"{result['machine']['other_ovs_vswitchd']}"
     )
+
+
+def limit_part(
+    ctx: DemoContext, ovs: Any, bridge: str, ports: list[str], app_vdevs: list[str], console: Console
+) -> dict[str, Any]:
+    """The no-switch limit against the vhost-user path, alternated (bench/dataplane_limit.py)."""
+    import dataplane_limit as dl
+
+    sock_dir = ctx.run_dir / "limit"
+    sock_dir.mkdir(exist_ok=True)
+    lab = dl.Ovs(
+        Path(ovs.run_dir),
+        Path(ovs.db_sock),
+        Path(ovs.vswitchd_ctl),
+        Path(ovs.vswitchd_pidfile),
+        bridge,
+        ports,
+        # the forwarder on the same memory as OVS, when the pool still has room for it
+        ovs.hugepage_dir if os.path.ismount(ovs.hugepage_dir) and hugepages_free_mb() >= 512 else None,
+    )
+    pod = ctx.pods[next(iter(ctx.pods))]
+
+    @contextmanager
+    def app(vdevs: list[str], tag: str) -> Iterator[Testpmd]:
+        try:
+            cm = testpmds(ctx, {pod.name: vdevs}, tag)
+            apps = cm.__enter__()
+        except Exception as exc:  # an app whose link stays down: say what OVS logged meanwhile
+            log = Path(ovs.vswitchd_log)
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:]) if log.exists() else ""
+            raise RuntimeError(f"{exc}\n--- {log} (tail) ---\n{tail}") from exc
+        try:
+            yield apps[pod.name]
+        finally:
+            cm.__exit__(None, None, None)
+
+    def prefix(tag: str) -> str:
+        p = ctx.names.prefix(tag)
+        ctx.state.add("testpmd_prefixes", p)
+        return p
+
+    arms = 2 + len(dl.LEVERS)
+    with ctx.progress.phase(
+        f"no-switch limit vs vhost-user: {arms} arms x {dl.ALTERNATIONS} alternations",
+        [Path(ovs.vswitchd_log), ctx.paths.agent_log],
+    ) as ph:
+        ph.doing("limit (net_vhost io on core 1, OVS stopped) / vhost-user (OVS-DPDK) / levers")
+        points = dl.run_arms(lab, app_vdevs, sock_dir, FRAMES, SECONDS, WARMUP, app, prefix, console.print)
+    return {
+        "method": {
+            "app": "one testpmd in pod A, two virtio_user ports (podinfo's vdev and pod B's socket), packed rings, "
+            f"rings of {RING}, io forwarding, --lcores={APP_LCORES} (core 0); each port addressing the other's MAC; "
+            f"start tx_first {dl.LOOP_BURSTS} (x 32 packets per port in flight)",
+            "limit": f"testpmd --lcores={dl.SWITCH_LCORES} (core 1), net_vhost client=1 on both app sockets, io "
+            "forwarding; ovs-vswitchd SIGSTOPped for the arm (ovs_pmd_cpu_s is its PMD's CPU time over the point)",
+            "vhost-user": "OVS-DPDK's PMD on core 1 through the CNI-made dpdkvhostuserclient ports, NORMAL bridge",
+            "levers": {n: dl.LEVER_TABLE[n].what for n in dl.LEVERS},
+            "ovs_memory": "2 MB hugepages (dpdk-socket-mem=1024)" if lab.huge_dir else "--no-huge -m 2048",
+            "limit_memory": "2 MB hugepages (-m 256)" if lab.huge_dir else "--no-huge -m 256",
+            "app_memory": "--no-huge (both arms)",
+            "alternations": dl.ALTERNATIONS,
+            "app_vdevs": app_vdevs,
+        },
+        "points": points,
+        "summary": dl.summarize(points, FRAMES),
+    }
 
 
 def main() -> int:
@@ -368,7 +483,7 @@ def main() -> int:
     t0 = time.monotonic()
     veths: Veths | None = None
     try:
-        lab_up(ctx)
+        lab_up(ctx, hugepages=HUGEPAGES)
         start_kubelet(ctx)
         create_pods(ctx)
         machine["other_ovs_vswitchd"] = other_vswitchds(run_dir)
@@ -377,6 +492,7 @@ def main() -> int:
         from vhostplug.lab.ovs import PrivateOvs
 
         ovs = PrivateOvs(ctx.paths.ovs_dir)
+        machine["ovs_hugepages"] = os.path.ismount(ovs.hugepage_dir)
         bridge = ctx.calls[names[0]].netconf["bridge"]
         veths = Veths(ctx.names.tag, ovs.netns, str(ovs.db_sock), bridge, pods)
         veths.create()
@@ -386,6 +502,16 @@ def main() -> int:
             "ovs-system-veth": {n: [af_packet(veths.pod2[n[-1]])] for n in names},
             "direct-veth": {n: [af_packet(veths.pod3[n[-1]])] for n in names},
         }
+        a = names[0]
+        host_b = host_socket(ctx.calls[names[1]])
+        # the loop app's second port: pod B's socket by its host path, as podinfo would print it there
+        vdev_b = f"net_virtio_user1,path={host_b},server=1{PACKED},queue_size={RING}"
+        from vhostplug.model import port_name_for
+
+        vhost_ports = [port_name_for(ctx.calls[n].container_id, IFNAME) for n in names]
+        limit: dict[str, Any] = {}
+        if "limit" in PARTS:
+            limit = limit_part(ctx, ovs, bridge, vhost_ports, [with_ring(vhost[a], RING), vdev_b], console)
         runs: list[dict[str, Any]] = []
         with ctx.progress.phase(f"throughput: {len(PATHS)} paths x {FRAMES} B x {REPS} reps") as ph:
             for rep in range(REPS if "throughput" in PARTS else 0):
@@ -400,29 +526,22 @@ def main() -> int:
                         )
         lat: dict[str, Any] = {}
         with ctx.progress.phase("latency: one packet in flight per port, paths 1 and 2") as ph:
-            if "latency" not in PARTS:
-                raise SystemExit("BENCH_PARTS without latency: development run, no results written")
-            a = names[0]
-            host_b = host_socket(ctx.calls[names[1]])
-            ph.doing("vhost-user: one testpmd in pod A owning both pods' sockets")
-            flush_fdb(ovs, bridge)
-            vdev_b = f"net_virtio_user1,path={host_b},server=1{PACKED},queue_size={RING}"  # B's socket, host path
-            from vhostplug.model import port_name_for
-
-            vhost_ports = [port_name_for(ctx.calls[n].container_id, IFNAME) for n in names]
-            lat["vhost-user"] = latency(
-                ctx,
-                a,
-                [with_ring(vhost[a], RING), vdev_b],
-                "l1",
-                lambda: wait_rxqs_enabled(ovs, vhost_ports),
-            )
-            ph.doing("ovs-system-veth: both pods' veths in pod A, one testpmd owning both")
-            veths.move_b_to_a()
-            flush_fdb(ovs, bridge)
-            lat["ovs-system-veth"] = latency(
-                ctx, a, [af_packet(veths.pod2["a"], 0), af_packet(veths.pod2["b"], 1)], "l2"
-            )
+            if "latency" in PARTS:
+                ph.doing("vhost-user: one testpmd in pod A owning both pods' sockets")
+                flush_fdb(ovs, bridge)
+                lat["vhost-user"] = latency(
+                    ctx,
+                    a,
+                    [with_ring(vhost[a], RING), vdev_b],
+                    "l1",
+                    lambda: wait_rxqs_enabled(ovs, vhost_ports),
+                )
+                ph.doing("ovs-system-veth: both pods' veths in pod A, one testpmd owning both")
+                veths.move_b_to_a()
+                flush_fdb(ovs, bridge)
+                lat["ovs-system-veth"] = latency(
+                    ctx, a, [af_packet(veths.pod2["a"], 0), af_packet(veths.pod2["b"], 1)], "l2"
+                )
         machine["load_after"] = load_average()
         result = {
             "bench": "dataplane",
@@ -447,6 +566,7 @@ def main() -> int:
             "runs": runs,
             "summary": summarize(runs),
             "latency": lat,
+            "limit": limit,
             "seconds_total": round(time.monotonic() - t0, 1),
         }
     finally:
@@ -456,10 +576,13 @@ def main() -> int:
 
         teardown(ctx)
         shutil.rmtree(run_dir, ignore_errors=True)
+    print_table(result, console)
+    if PARTS != ALL_PARTS and "BENCH_OUT" not in os.environ:
+        console.print(f"BENCH_PARTS={','.join(sorted(PARTS))} without BENCH_OUT: development run, nothing written")
+        return 0
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     plot(result, OUT.with_suffix(".png"))
-    print_table(result, console)
     console.print(f"wrote {OUT} and {OUT.with_suffix('.png')}")
     return 0
 

@@ -63,7 +63,11 @@ DEFAULT_LAB_DIR = Path("/run/vhostplug-lab")
 @lab_app.command("up")
 def lab_up(
     run_dir: Path = typer.Option(DEFAULT_LAB_DIR, help="Folder of the lab's own state."),
-    hugepages: bool = typer.Option(False, help="Use 2 MB hugepages instead of --no-huge."),
+    hugepages: bool | None = typer.Option(
+        None,
+        "--hugepages/--no-hugepages",
+        help="OVS-DPDK on 2 MB hugepages (as a node runs it) or --no-huge; default: hugepages when the pool has room.",
+    ),
     nodes: int = typer.Option(1, "--nodes", help="Lab nodes: 1, or 2 joined by an uplink per network."),
 ) -> None:
     """Start the private OVS-DPDK and the node agent of each node (harmless when already up)."""

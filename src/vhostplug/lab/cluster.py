@@ -142,8 +142,9 @@ def join(run_dir: Path, a: Path, b: Path) -> list[dict[str, Any]]:
     return uplinks
 
 
-def cluster_up(run_dir: Path, nodes: int = 1, hugepages: bool = False) -> dict[str, Any]:
-    """Start every node (harmless when up) and, for two, the uplinks; returns :func:`cluster_status`."""
+def cluster_up(run_dir: Path, nodes: int = 1, hugepages: bool | None = None) -> dict[str, Any]:
+    """Start every node (harmless when up) and, for two, the uplinks; returns :func:`cluster_status`. ``hugepages``:
+    as :func:`vhostplug.lab.stack.lab_up` (None: each node on hugepages when the pool has room)."""
     dirs = node_dirs(run_dir, nodes)
     if nodes == 1:
         return stack.lab_up(dirs[0], hugepages=hugepages)

@@ -7,14 +7,14 @@ from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.multus import RESOURCE
 
 
-def lab_up(ctx: DemoContext) -> None:
+def lab_up(ctx: DemoContext, hugepages: bool | None = None) -> None:
     from vhostplug.lab.stack import lab_up as stack_up
 
     with ctx.progress.phase(
         "start OVS-DPDK, node agent, CNI shim", [ctx.paths.ovs_dir / "ovs-vswitchd.log", ctx.paths.agent_log]
     ) as ph:
         ph.doing("vhostplug.lab.stack.lab_up (ovsdb-server, ovs-vswitchd-dpdk, vhostplug agent)")
-        status = stack_up(ctx.run_dir)
+        status = stack_up(ctx.run_dir, hugepages=hugepages)
         ctx.ovs_endpoint = f"unix:{status['ovsdb']}"
         ph.note = f"dpdk_initialized={status['dpdk_initialized']} agent pid {status['pid_agent']}"
 

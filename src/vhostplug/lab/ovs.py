@@ -1,7 +1,8 @@
 """A private OVS-DPDK for tests and the lab: ovsdb-server and ovs-vswitchd-dpdk started by hand in our own folder.
 
 Never touches the system's /var/run/openvswitch and needs no systemd. DPDK runs with ``--no-huge`` by default (or
-2 MB hugepages on an own hugetlbfs mount), one PMD core, and is waited for until ``dpdk_initialized=true``.
+2 MB hugepages on an own hugetlbfs mount, as a node runs it: ``vhostplug lab up`` takes them when the machine's pool
+has room, :func:`hugepages_fit`), one PMD core, and is waited for until ``dpdk_initialized=true``.
 ``stop`` leaves nothing: no process, no run-dir file, no ``/var/run/dpdk/<prefix>``, no tap of a netdev bridge.
 
 ovs-vswitchd runs in a network namespace of its own (only the network namespace: files and sockets are shared).
@@ -34,6 +35,33 @@ DPDK_RUNTIME = Path("/var/run/dpdk")
 # the log levels ovs-ctl starts both daemons with: without -vsyslog:err every INFO line also goes to syslog (or, with
 # no /dev/log, to a failing connect), which at 1000 ports cost ovs-vswitchd ~10 ms per port added
 OVS_CTL_LOG_LEVELS = ("-vconsole:emer", "-vsyslog:err", "-vfile:info")
+
+
+HUGEPAGE_POOL = 1024  # 2 MB pages the lab keeps reserved (vm.nr_hugepages), shared by the machine's private OVSs
+SOCKET_MEM_MB = 1024  # dpdk-socket-mem of one private OVS-DPDK on hugepages
+
+
+def reserve_hugepages(pages: int = HUGEPAGE_POOL) -> None:
+    """Raise the machine's 2 MB hugepage pool to ``pages`` (never lowers it: other instances may use it)."""
+    nr = Path("/proc/sys/vm/nr_hugepages")
+    if int(nr.read_text()) < pages:
+        nr.write_text(str(pages))
+
+
+def hugepages_free_mb() -> int:
+    """Free memory in the machine's 2 MB hugepage pool, in MB (0 when /proc/meminfo has no hugepage lines)."""
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+    try:
+        return int(info["HugePages_Free"].split()[0]) * int(info["Hugepagesize"].split()[0]) // 1024
+    except (KeyError, ValueError, IndexError):
+        return 0
+
+
+def hugepages_fit(mb: int = SOCKET_MEM_MB) -> bool:
+    """Whether one more private OVS-DPDK fits on hugepages now (the pool raised to :data:`HUGEPAGE_POOL` first)."""
+    with contextlib.suppress(OSError):
+        reserve_hugepages()
+    return hugepages_free_mb() >= mb
 
 
 class OvsStartError(RuntimeError):
@@ -216,8 +244,8 @@ class PrivateOvs:
         if self.config.hugepages:
             cfg.update(
                 {
-                    "dpdk-socket-mem": "1024",
-                    "dpdk-socket-limit": "1024",
+                    "dpdk-socket-mem": str(SOCKET_MEM_MB),
+                    "dpdk-socket-limit": str(SOCKET_MEM_MB),
                     "dpdk-extra": f"--huge-dir={self.hugepage_dir} {base}",
                 }
             )
@@ -228,9 +256,7 @@ class PrivateOvs:
     def _mount_hugepages(self) -> None:
         self.hugepage_dir.mkdir(exist_ok=True)
         if not os.path.ismount(self.hugepage_dir):
-            nr = Path("/proc/sys/vm/nr_hugepages")
-            if int(nr.read_text()) < 1024:
-                nr.write_text("1024")
+            reserve_hugepages()
             self._run("mount", "-t", "hugetlbfs", "-o", "pagesize=2M", "nodev", str(self.hugepage_dir))
 
     def start(self) -> dict[str, Any]:

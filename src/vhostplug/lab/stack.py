@@ -131,11 +131,14 @@ def stop_agent(paths: LabPaths) -> int | None:
     return pid
 
 
-def lab_up(run_dir: Path, hugepages: bool = False) -> dict[str, Any]:
-    from vhostplug.lab.ovs import OvsConfig
+def lab_up(run_dir: Path, hugepages: bool | None = None) -> dict[str, Any]:
+    """Start the lab. OVS-DPDK runs on 2 MB hugepages as a node's does (docs/deploy.md) when ``hugepages`` is true,
+    or when it is None and the machine's pool has room for one more instance (``hugepages_fit``); else with
+    ``--no-huge`` (the vhost-user path then costs OVS ~1.5x the CPU per packet: docs/benchmarks.md)."""
+    from vhostplug.lab.ovs import OvsConfig, hugepages_fit
 
     paths = LabPaths(run_dir)
-    ovs = PrivateOvs(paths.ovs_dir, OvsConfig(hugepages=hugepages))
+    ovs = PrivateOvs(paths.ovs_dir, OvsConfig(hugepages=hugepages_fit() if hugepages is None else hugepages))
     ovs.start()
     install_shim(paths.cni_bin_dir)
     copy_ipam_plugins(paths.cni_bin_dir)

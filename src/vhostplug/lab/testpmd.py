@@ -40,7 +40,8 @@ _STATS_RE = re.compile(
 
 
 class Testpmd:
-    """One interactive testpmd process. ``wrap`` prefixes the command (e.g. nsenter into a lab pod)."""
+    """One interactive testpmd process. ``wrap`` prefixes the command (e.g. nsenter into a lab pod). Memory is
+    ``--no-huge`` unless ``huge_dir`` names a mounted hugetlbfs."""
 
     __test__ = False  # not a pytest class
 
@@ -55,11 +56,12 @@ class Testpmd:
         ring: int | None = None,
         mbufs: int = 8192,
         app_args: Sequence[str] = (),
+        huge_dir: Path | None = None,
     ) -> None:
         self.file_prefix = file_prefix
         eal = [
             "--no-pci",
-            "--no-huge",
+            *(["--no-huge"] if huge_dir is None else [f"--huge-dir={huge_dir}"]),
             "-m",
             str(memory_mb),
             f"--file-prefix={file_prefix}",
