@@ -302,7 +302,9 @@ class Driver:
         undo.append(lambda: fsutil.remove_dir(folder))
         att = self.attachment(rec, dev)
         stale = self.dataplane.get_port(att.port_name)
-        if stale is not None:
+        if stale is not None:  # left by a crashed attempt of this claim; anything else of that name is not ours
+            if stale.external_ids.get(ovsvhost.ID_DRA_CLAIM) != rec.uid:
+                raise DataplaneError(f"OVS port {att.port_name} exists and is not this claim's")
             self.dataplane.detach(att.port_name)
 
         def meanwhile() -> None:

@@ -245,3 +245,14 @@ def test_client_mode_moves_the_socket_ovs_made_into_the_claims_folder(
     assert st["data"]["mode"] == "client"
     assert kubelet.unprepare([c]).claims[c.uid].error == ""
     assert _leftovers(dra_agent, c) == [] and not sock.parent.exists()
+
+
+def test_unprepare_removes_everything_even_when_the_api_server_fails(
+    dra_agent: AgentProc, kubelet: DraKubelet, apiserver: ApiServer
+) -> None:
+    """Taking our status.devices entries out is best effort: a pod must not stay stuck on the API server."""
+    c = _seed(apiserver, draobjects.claim("api-down", NODE, [("vhost", "vhu-br-dra-15")]))
+    assert kubelet.prepare([c]).claims[c.uid].error == ""
+    apiserver.fail("GET", f"/apis/{API}/namespaces/default/resourceclaims/api-down", 503)
+    assert kubelet.unprepare([c]).claims[c.uid].error == ""
+    assert _leftovers(dra_agent, c) == []
