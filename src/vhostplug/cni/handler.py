@@ -205,7 +205,7 @@ class CniHandler:
                 deadline.current().finish()
                 return self._result(version, env, conf, again.mac or att.mac, plan, again.ipam_result or {})
             self._check_device_free(plan)
-            self._sweep_orphan(att.port_name)
+            self._clear_leftover(att.port_name, att.key)
             try:
                 ipam_result, record = self._add_steps(env, conf, raw, plan, undo)
                 self.records.save(replace(record, ipam_result=ipam_result))
@@ -364,6 +364,16 @@ class CniHandler:
             return []
         with self._locked():
             return [name for name in list(self._orphans) if self._sweep_orphan(name)]
+
+    def _clear_leftover(self, port_name: str, key: str) -> None:
+        """Caller holds the lock, and no record of ``key`` exists: a port of ``key`` is then what an earlier ADD left
+        that did not stand (failed, killed, or applied late by OVSDB). Removed, so the ADD makes everything anew
+        (reusing it would skip the IPAM result and the files)."""
+        self._orphans.pop(port_name, None)
+        port = self.dataplane.get_port(port_name)
+        if port is not None and port.attachment_key == key:
+            LOG.info("ADD of %s: removing port %s, left by an earlier ADD that did not stand", key, port_name)
+            self.dataplane.detach(port_name)
 
     def _sweep_orphan(self, port_name: str) -> bool:
         """Caller holds the lock. Remove the port ``port_name`` that a failed ADD may have left (an ADD that stands
