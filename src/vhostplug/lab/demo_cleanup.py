@@ -70,12 +70,36 @@ def cleanup(run_dir: Path) -> list[str]:
         from vhostplug.lab.vdpa_parts import remove
 
         done += remove(Path(parts["root"]), parts["switch_netns"], parts["representors"])
+    in_use = mount_points_in_use()
     for d in reversed(st["host_dirs"]):
+        if d in in_use:  # another lab's pods have their tmpfs there: removing it would detach their mounts
+            done.append(f"kept {d} (a mount point of another lab's pods)")
+            continue
         with contextlib.suppress(OSError):
             os.rmdir(d)
             done.append(f"removed {d}")
     state_path.unlink(missing_ok=True)
     return done
+
+
+def mount_points_in_use() -> set[str]:
+    """Every mount point of every mount namespace on the machine (the host folders lab pods mount tmpfs on are
+    shared by all labs on it)."""
+    seen_ns: set[str] = set()
+    points: set[str] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            ns = os.readlink(proc / "ns" / "mnt")
+            if ns in seen_ns:
+                continue
+            seen_ns.add(ns)
+            lines = (proc / "mountinfo").read_text().splitlines()
+        except OSError:
+            continue
+        points.update(line.split()[4] for line in lines if len(line.split()) > 4)
+    return points
 
 
 def _cleanup_domains(domains: list[str], started: list[str]) -> list[str]:
