@@ -2,7 +2,7 @@
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test lint typecheck unit functional runtime fuzz e2e demo bench protos image clean
+.PHONY: setup check test lint typecheck unit functional runtime fuzz e2e demo bench protos image clean
 
 setup:
 	@scripts/setup.sh
@@ -12,6 +12,13 @@ lint: setup
 
 typecheck: setup
 	$(BIN)/mypy --strict src
+
+# the quick loop for a change that touches no root-only code: lint, types and every test that needs neither root nor
+# OVS nor libvirtd (pytest marker `root`, given by tests/conftest.py); `make test` runs everything
+check: setup
+	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy --strict src
+	$(BIN)/python -m pytest -q -ra -m "not root" tests/unit tests/fuzz tests/functional tests/runtime tests/e2e
 
 test: setup
 	$(BIN)/ruff check src tests bench

@@ -69,6 +69,24 @@ def unique() -> str:
     return uuid.uuid4().hex[:8]
 
 
+# -- markers (pyproject): given from the fixtures a test uses, so that they cannot drift from what it needs.
+# `make check` runs `-m "not root"`: every test that needs neither root nor OVS nor libvirtd. A module whose tests
+# need root through no fixture (netns, mounts, /opt/cni/bin) says `pytestmark = pytest.mark.root` itself.
+OVS_FIXTURES = frozenset({"private_ovs", "own_ovs"})
+LIBVIRT_FIXTURES = frozenset({"libvirt", "libvirt_uri"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        if used & OVS_FIXTURES:
+            item.add_marker(pytest.mark.ovs)
+        if used & LIBVIRT_FIXTURES:
+            item.add_marker(pytest.mark.libvirt)
+        if item.get_closest_marker("ovs") or item.get_closest_marker("libvirt"):
+            item.add_marker(pytest.mark.root)
+
+
 # -- the real-Multus suite (tests/runtime/multus): runs wherever the binary is; VHOSTPLUG_MULTUS=none leaves it out
 # on purpose, and the summary says so (never counted as passed). A missing binary without that fails the suite.
 _MULTUS_SUITE = REPO / "tests" / "runtime" / "multus"

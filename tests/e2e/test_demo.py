@@ -75,6 +75,7 @@ def assert_nothing_left(run_dir: Path, report: dict[str, Any]) -> None:
             assert f"vhp-{tag}-" not in cmdline, f"left running: {cmdline}"
 
 
+@pytest.mark.root
 def test_demo_end_to_end(run_dir: Path, tmp_path: Path) -> None:
     require_root()
     out = tmp_path / "report.json"
@@ -148,6 +149,7 @@ def _device(report: dict[str, Any], name: str) -> str:
     return str(next(a["device"] for a in report["attachments"] if a["name"] == name))
 
 
+@pytest.mark.root
 def test_demo_step_failure_tears_down(run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bogus testpmd binary (the documented VHOSTPLUG_DEMO_TESTPMD hook) fails the testpmd step; all is torn down."""
     require_root()

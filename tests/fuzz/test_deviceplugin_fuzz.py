@@ -154,6 +154,7 @@ def plugin(short_dir: Path) -> Iterator[Plugin]:
         manager.stop()
 
 
+@pytest.mark.root
 def test_servicer_in_process(plugin: Plugin, caplog: pytest.LogCaptureFixture) -> None:
     r = fuzz.rng_for("deviceplugin-in-process")
     print(f"device plugin fuzz in-process: {IN_PROCESS} cases, seed {SEED}")
@@ -237,6 +238,7 @@ def served(short_dir: Path) -> Iterator[tuple[Plugin, LabKubelet]]:
         kubelet.stop()
 
 
+@pytest.mark.root
 def test_over_grpc(served: tuple[Plugin, LabKubelet], caplog: pytest.LogCaptureFixture) -> None:
     plugin, kubelet = served
     r = fuzz.rng_for("deviceplugin-grpc")

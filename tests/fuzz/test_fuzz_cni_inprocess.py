@@ -75,6 +75,7 @@ def test_netconf_parser(fuzz_rng: random.Random, tmp_path: Path) -> None:
     assert seen["ok"] and seen["refused"], seen
 
 
+@pytest.mark.root
 def test_handler_over_noop_dataplane(fuzz_rng: random.Random, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     root, bin_dir, state, devinfo = tmp_path / "s", tmp_path / "bin", tmp_path / "state", tmp_path / "devinfo"
     bin_dir.mkdir()

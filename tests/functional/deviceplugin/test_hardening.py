@@ -38,6 +38,7 @@ def _wait_attempts(manager: DevicePluginManager, n: int, timeout: float) -> None
         time.sleep(0.02)
 
 
+@pytest.mark.root
 def test_open_streams_do_not_starve_unary_calls(rig: Rig) -> None:
     rig.kubelet.wait_for(VU, lambda devs: bool(devs), timeout=5)  # the kubelet's own stream is open
     channel, stub = _stub(rig)

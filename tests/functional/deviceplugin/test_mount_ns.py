@@ -6,6 +6,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import require_root
 from tests.functional.deviceplugin.conftest import VU, Rig
 from vhostplug.lab.kubelet import apply_to_pod
@@ -17,6 +19,7 @@ def _in_ns(pid: int, *cmd: str) -> str:
     ).stdout
 
 
+@pytest.mark.root
 def test_apply_mount_inside_pod_namespace_only(rig: Rig) -> None:
     require_root()
     rig.kubelet.wait_for(VU, lambda d: len(d) == 4, timeout=5)

@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import own_private_ovs
 from tests.functional.deviceplugin.conftest import VU, make_rig, vhostuser_source
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.deviceplugin.api import deviceplugin_pb2 as pb
+
+pytestmark = pytest.mark.ovs  # PrivateOvs of its own
 
 
 def test_health_flips_with_ovsdb(short_dir: Path) -> None:

@@ -41,6 +41,7 @@ def test_register_and_list(rig: Rig) -> None:
     assert pre == pb.PreStartContainerResponse()
 
 
+@pytest.mark.root
 def test_allocate_prepares_folder_mount_env_and_devinfo(rig: Rig) -> None:
     rig.kubelet.wait_for(VU, healthy, timeout=5)
     # leftovers of a previous pod, including a symlink that points outside: emptied without following
@@ -83,6 +84,7 @@ def test_allocate_prepares_folder_mount_env_and_devinfo(rig: Rig) -> None:
     assert ids2 == ["vu02"]
 
 
+@pytest.mark.root
 def test_allocate_sets_configured_owner_and_mode(short_dir: Path) -> None:
     r = make_rig(short_dir, {"vhostuser": {"count": 2, "owner": "nobody", "group": 65534, "mode": "0750"}})
     try:
@@ -157,6 +159,7 @@ def test_health_probe_that_raises_is_unhealthy(rig: Rig) -> None:
     assert "no route" in vhostuser_source(rig).last_health[1]
 
 
+@pytest.mark.root
 def test_kubelet_restart_reregisters_within_5s(rig: Rig) -> None:
     rig.kubelet.wait_for(VU, healthy, timeout=5)
     rig.kubelet.allocate(VU, 1)
@@ -183,6 +186,7 @@ def test_dataplane_mounts_socket_root(rig: Rig) -> None:
     assert resp.envs["VHOSTPLUG_SOCKET_ROOT"] == str(rig.socket_root)
 
 
+@pytest.mark.root
 def test_stop_removes_sockets_and_devinfo(rig: Rig) -> None:
     rig.kubelet.wait_for(VU, healthy, timeout=5)
     rig.kubelet.allocate(VU, 2)

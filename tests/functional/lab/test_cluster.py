@@ -43,6 +43,7 @@ def _uplink_packets(node: Path, port: str) -> tuple[int, int]:
     return int(stats.get("rx_packets", 0)), int(stats.get("tx_packets", 0))
 
 
+@pytest.mark.root
 def test_two_nodes_pods_talk_across_the_uplink_and_down_leaves_nothing(lab: Path) -> None:
     status = cluster.cluster_up(lab, nodes=2)
     a, b = cluster.nodes_of(lab)

@@ -7,12 +7,16 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import require_root
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs, pid_alive
 from vhostplug.lab.testpmd import Testpmd
 from vhostplug.model import Attachment
+
+pytestmark = pytest.mark.ovs  # PrivateOvs of its own
 
 
 def test_private_ovs_is_initialised(private_ovs: PrivateOvs) -> None:

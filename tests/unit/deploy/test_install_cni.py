@@ -101,6 +101,7 @@ def _install(dest: Path, root: Path, *extra: str) -> subprocess.CompletedProcess
     )
 
 
+@pytest.mark.root
 def test_node_with_python3_gets_the_shim_and_it_runs_there(node_with_python: Path, dest: Path) -> None:
     require_root()
     out = _install(dest, node_with_python, "--python", "/usr/bin/python3")
@@ -123,6 +124,7 @@ def test_node_with_python3_gets_the_shim_and_it_runs_there(node_with_python: Pat
     assert json.loads(ran.stdout)["cniVersion"] == "1.0.0"
 
 
+@pytest.mark.root
 def test_default_python_is_found_under_the_host_root(node_with_python: Path, dest: Path) -> None:
     require_root()
     out = _install(dest, node_with_python)
@@ -133,6 +135,7 @@ def test_default_python_is_found_under_the_host_root(node_with_python: Path, des
     assert version == tuple(int(v) for v in real.stdout.split())
 
 
+@pytest.mark.root
 def test_node_without_python3_is_refused_and_nothing_written(tmp_path: Path, dest: Path) -> None:
     require_root()
     root = tmp_path / "node-empty"
@@ -147,6 +150,7 @@ def test_node_without_python3_is_refused_and_nothing_written(tmp_path: Path, des
     assert sorted(p.name for p in dest.iterdir()) == ["vhostplug"]
 
 
+@pytest.mark.root
 def test_node_with_too_old_python_is_refused(tmp_path: Path, dest: Path) -> None:
     require_root()
     root = _node_with_script(tmp_path / "node-old", "#!/bin/sh\necho 3.6.15\n")
@@ -157,6 +161,7 @@ def test_node_with_too_old_python_is_refused(tmp_path: Path, dest: Path) -> None
     assert list(dest.iterdir()) == []
 
 
+@pytest.mark.root
 def test_python2_like_interpreter_is_refused(tmp_path: Path, dest: Path) -> None:
     require_root()
     root = _node_with_script(tmp_path / "node-py2", "#!/bin/sh\necho 'Unknown option: -I' >&2\nexit 2\n")
@@ -164,6 +169,7 @@ def test_python2_like_interpreter_is_refused(tmp_path: Path, dest: Path) -> None
         check_interpreter("/usr/bin/python3", root)
 
 
+@pytest.mark.root
 def test_non_executable_interpreter_is_refused(tmp_path: Path, dest: Path) -> None:
     require_root()
     root = _node_with_script(tmp_path / "node-noexec", "#!/bin/sh\necho 3.12.0\n", mode=0o644)
@@ -173,6 +179,7 @@ def test_non_executable_interpreter_is_refused(tmp_path: Path, dest: Path) -> No
     assert list(dest.iterdir()) == []
 
 
+@pytest.mark.root
 def test_script_whose_own_interpreter_is_missing_is_refused(tmp_path: Path) -> None:
     require_root()
     root = tmp_path / "node-broken"
@@ -207,6 +214,7 @@ def test_lab_install_on_this_machine_checks_its_own_python(tmp_path: Path) -> No
     assert exe.read_text().startswith(f"#!{REAL_PYTHON} -IS\n")
 
 
+@pytest.mark.root
 def test_without_cap_sys_chroot_the_installer_says_what_it_needs(node_with_python: Path, dest: Path) -> None:
     require_root()
     args = ["install-cni", "--dest", str(dest), "--host-root", str(node_with_python), "--python", "/usr/bin/python3"]
