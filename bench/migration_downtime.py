@@ -20,7 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from vhostplug.lab.migration import MigrationLab
+from vhostplug.lab.migration.scenario import MigrationLab
 from vhostplug.lab.ovs import PrivateOvs
 
 RUNS = int(os.environ.get("BENCH_RUNS", "3"))

@@ -15,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from vhostplug.cni import netconf, wire
-from vhostplug.cni.handler import CniHandler, HandlerOptions
+from vhostplug.cni.handler import CniHandler
 from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.spec import CniError
+from vhostplug.cni.verbs import HandlerOptions
 from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug_testsupport.cnigen import CniGen
 from vhostplug_testsupport.fuzz import assert_cni_output, cases

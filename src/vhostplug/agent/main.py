@@ -15,7 +15,8 @@ from vhostplug.agent.config import AgentConfig, ConfigError, load
 from vhostplug.agent.http import HttpEndpoint
 from vhostplug.agent.metrics import Metrics
 from vhostplug.agent.server import CniServer
-from vhostplug.cni.handler import CniHandler, HandlerOptions
+from vhostplug.cni.handler import CniHandler
+from vhostplug.cni.verbs import HandlerOptions
 from vhostplug.dataplane import registry
 from vhostplug.protocols import Dataplane
 from vhostplug.vdpa.attach import VdpaPolicy

@@ -1,10 +1,17 @@
 """Attachment planning: from a validated ADD/CHECK (environment + netconf) to the :class:`Plan` the verbs carry out.
 
-One planner per source of the socket folder, tried in order, first answer wins:
+One planner per source of the socket folder (an allocation source), registered in :data:`PLANNERS` and tried in its
+order, first answer wins:
 
-- :func:`plan_kuryr`: a kuryr / Neutron / os-vif binding in the input (``KuryrBinding.to_attachment``), its mount point;
-- :func:`plan_device_folder`: a device of our device plugin (``runtimeConfig.deviceID`` / ``deviceID``), its folder;
-- :func:`plan_own_folder`: neither; a folder of the agent's own under the socket root.
+- ``kuryr`` (:func:`plan_kuryr`): a kuryr / Neutron / os-vif binding in the input (``KuryrBinding.to_attachment``), its
+  mount point;
+- ``device`` (:func:`plan_device_folder`): a device of our device plugin (``runtimeConfig.deviceID`` / ``deviceID``),
+  its folder;
+- ``own`` (:func:`plan_own_folder`): none of the above; a folder of the agent's own under the socket root.
+
+A new allocation source (DRA) is a planner function that answers ``None`` when the input is not its own and otherwise
+builds its plan with :func:`folder_plan` (the attachment, socket paths and files, as every folder source has them),
+plus one entry in :data:`PLANNERS` before ``own``; :func:`plan` adds what every attachment carries and checks it.
 
 Planning has no side effect: ADD calls it before anything is made, CHECK to know what to look at.
 """
@@ -96,15 +103,17 @@ def plan_device_folder(p: PlanInput) -> Plan | None:
         return None
     container_dir = deviceinfo.container_device_dir(device_id, p.container_socket_root)
     recorded = p.recorded_folder == str(p.socket_root / device_id)
-    return _plain(p, p.policy.device(device_id, p.socket_root, recorded), container_dir, True)
+    return folder_plan(p, p.policy.device(device_id, p.socket_root, recorded), container_dir, True)
 
 
 def plan_own_folder(p: PlanInput) -> Plan | None:
     name = own_folder_name(p.env.container_id, p.env.ifname)
-    return _plain(p, p.socket_root / name, f"{p.container_socket_root.rstrip('/')}/{name}", False)
+    return folder_plan(p, p.socket_root / name, f"{p.container_socket_root.rstrip('/')}/{name}", False)
 
 
-def _plain(p: PlanInput, folder: Path, container_dir: str, is_device: bool) -> Plan:
+def folder_plan(p: PlanInput, folder: Path, container_dir: str, is_device: bool) -> Plan:
+    """The plan of an attachment whose socket is ``folder/vhu.sock`` on the host and ``container_dir/vhu.sock`` in the
+    container (``is_device``: the folder is not the agent's own, so never removed by it)."""
     cid, ifname, conf = p.env.container_id, p.env.ifname, p.conf
     att = Attachment(
         container_id=cid,
@@ -123,15 +132,15 @@ def _plain(p: PlanInput, folder: Path, container_dir: str, is_device: bool) -> P
     return Plan(att, folder, is_device, container_socket, f"{cid}-{ifname}", _devinfo_file(p))
 
 
-#: the planners, in the order they are asked
-PLANNERS: tuple[Planner, ...] = (plan_kuryr, plan_device_folder, plan_own_folder)
+#: allocation source -> its planner, in the order they are asked (``own`` answers every input: keep it last)
+PLANNERS: dict[str, Planner] = {"kuryr": plan_kuryr, "device": plan_device_folder, "own": plan_own_folder}
 
 
 def plan(p: PlanInput) -> Plan:
     """The first planner's answer, with the external_ids every attachment carries and its socket paths checked."""
     if p.conf.ipam is not None:
         p.policy.ipam_plugin(p.conf.ipam.get("type"))
-    for planner in PLANNERS:
+    for planner in PLANNERS.values():
         found = planner(p)
         if found is not None:
             break

@@ -10,7 +10,8 @@ import warnings
 from pathlib import Path
 
 from tests.conftest import require_root
-from vhostplug.lab.migration import MigrationError, MigrationLab
+from vhostplug.lab.migration import MigrationError
+from vhostplug.lab.migration.scenario import MigrationLab
 from vhostplug.lab.ovs import PrivateOvs
 
 #: The one failure tolerated, and only once per run: rarely (about 1 run in 14 here) the TCG guest's NIC stays silent

@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from vhostplug import deviceinfo, fsutil
-from vhostplug.cni.handler import CniHandler, HandlerOptions
+from vhostplug.cni.handler import CniHandler
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.cni.policy import NodePolicy
+from vhostplug.cni.verbs import HandlerOptions
 from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug.model import Attachment, port_name_for
 from vhostplug.protocols import DataplaneError
