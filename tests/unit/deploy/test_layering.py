@@ -182,6 +182,7 @@ NOT_OVS = {
     "vhostplug-vdpa": "the lab's vDPA NetworkAttachmentDefinition",
     "vhostplug-vms": "the lab's VM NetworkAttachmentDefinition",
     "vhostplug-pods": "the lab's pod NetworkAttachmentDefinition",
+    "vhostplug-dra": "the DRA driver's HTTP User-Agent",
 }
 
 
@@ -199,35 +200,44 @@ def test_the_ovs_vocabulary_is_spelled_only_in_ovsvhost() -> None:
 
 
 # -- registries ----------------------------------------------------------------------------------------------------
-def _registries() -> dict[str, tuple[str, set[str]]]:
-    """Registry -> (its module, the names of its members: keys and the functions or classes they register)."""
+Member = tuple[str, str]  # ("key", a registry key as a string) or ("name", an identifier the registry holds)
+
+
+def _registries() -> dict[str, tuple[str, set[Member]]]:
+    """Registry -> (its module, its members: keys, and the functions or classes they register)."""
     from vhostplug.cni.planning import PLANNERS
     from vhostplug.dataplane.registry import BACKENDS
     from vhostplug.deviceplugin.kinds import KINDS
     from vhostplug.lab.demo import PHASES
 
+    def keys(d: dict[str, object]) -> set[Member]:
+        return {("key", k) for k in d}
+
+    def names(*objs: object) -> set[Member]:
+        return {("name", getattr(o, "__name__", "")) for o in objs}
+
     return {
-        "BACKENDS": ("vhostplug.dataplane.registry", set(BACKENDS) | {f.__name__ for f in BACKENDS.values()}),
+        "BACKENDS": ("vhostplug.dataplane.registry", keys(BACKENDS) | names(*BACKENDS.values())),
         # a kind's key is also its config section's name, which configs spell: its section model names it here
-        "KINDS": ("vhostplug.deviceplugin.kinds", {k.section.__name__ for k in KINDS.values()}),
-        "PLANNERS": ("vhostplug.cni.planning", set(PLANNERS) | {f.__name__ for f in PLANNERS.values()}),
-        "PHASES": ("vhostplug.lab.demo", {f.__name__ for f in PHASES}),
+        "KINDS": ("vhostplug.deviceplugin.kinds", names(*(k.section for k in KINDS.values()))),
+        "PLANNERS": ("vhostplug.cni.planning", keys(PLANNERS) | names(*PLANNERS.values())),
+        "PHASES": ("vhostplug.lab.demo", names(*PHASES)),
     }
 
 
-def _element_names(node: ast.AST) -> set[str]:
+def _element_names(node: ast.AST) -> set[Member]:
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return {node.value}
+        return {("key", node.value)}
     if isinstance(node, ast.Name):
-        return {node.id}
+        return {("name", node.id)}
     if isinstance(node, ast.Attribute):
-        return {node.attr}
+        return {("name", node.attr)}
     if isinstance(node, ast.Call):  # Kind(VhostUserConfig, vhostuser.build)
         return set().union(*(_element_names(a) for a in node.args)) if node.args else set()
     return set()
 
 
-def _listings(path: Path, members: set[str]) -> Iterator[int]:
+def _listings(path: Path, members: set[Member]) -> Iterator[int]:
     """Lines of collection displays (list, tuple, set, dict) naming two or more of ``members``."""
     for node in ast.walk(_tree(path)):
         elements: list[ast.AST] = []
@@ -235,15 +245,16 @@ def _listings(path: Path, members: set[str]) -> Iterator[int]:
             elements = list(node.elts)
         elif isinstance(node, ast.Dict):
             elements = [k for k in node.keys if k is not None] + list(node.values)
-        named = set().union(*(_element_names(e) for e in elements)) if elements else set()
+        named: set[Member] = set().union(*(_element_names(e) for e in elements)) if elements else set()
         if len(named & members) >= 2:
             yield node.lineno
 
 
 def test_the_listing_finder_finds_a_listing(tmp_path: Path) -> None:
     path = tmp_path / "m.py"
-    path.write_text("A = {'ovs': _ovs, 'noop': _noop}\nB = (plan_kuryr,)\n")
-    assert list(_listings(path, {"ovs", "noop", "_ovs", "plan_kuryr", "plan_own_folder"})) == [1]
+    path.write_text("A = {'ovs': _ovs, 'noop': _noop}\nB = (plan_kuryr,)\nC = ('plan_kuryr', 'plan_own_folder')\n")
+    members = {("key", "ovs"), ("name", "_ovs"), ("name", "plan_kuryr"), ("name", "plan_own_folder")}
+    assert list(_listings(path, members)) == [1]
 
 
 def test_each_registry_is_the_only_place_its_members_are_listed() -> None:
