@@ -17,6 +17,10 @@ OUT=$ROOT/build
 ARCHIVE=$OUT/vhostplug-$VERSION.oci.tar
 STAMP=$OUT/vhostplug-$VERSION.inputs
 mkdir -p "$OUT"
+# one build at a time per checkout: a second caller (the suite's early start and its image fixture, two terminals)
+# waits here and then finds the archive up to date
+exec 9>"$OUT/.build.lock"
+flock 9
 
 inputs=$( { sha256sum scripts/build-image.sh pyproject.toml README.md; \
             find src/vhostplug -type f -name '*.py' -o -type f -name 'py.typed' | LC_ALL=C sort | xargs sha256sum; } \

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -85,6 +86,32 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.libvirt)
         if item.get_closest_marker("ovs") or item.get_closest_marker("libvirt"):
             item.add_marker(pytest.mark.root)
+
+
+# -- the project's image (tests/runtime/test_image.py) takes ~2 min to build in a fresh clone: when the session will
+# use it, its build starts as soon as the tests are collected and runs beside them. The `image` fixture runs the same
+# script, which waits for this build (a lock in build-image.sh) and finds the archive up to date; its own run is the
+# one judged. A build still running at the end of the session (a stop at the first failure) is ended.
+_IMAGE_BUILD = pytest.StashKey[subprocess.Popen[bytes]]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER") or session.config.option.collectonly:
+        return
+    if any("image" in getattr(item, "fixturenames", ()) for item in session.items):
+        log = REPO / "build" / "image-early.log"
+        log.parent.mkdir(exist_ok=True)
+        with log.open("wb") as out:
+            session.config.stash[_IMAGE_BUILD] = subprocess.Popen(
+                [str(REPO / "scripts" / "build-image.sh")], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+            )
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    proc = config.stash.get(_IMAGE_BUILD, None)
+    if proc is not None and proc.poll() is None:
+        proc.terminate()  # build-image.sh's trap removes its work folder
+        proc.wait(timeout=60)
 
 
 # -- the real-Multus suite (tests/runtime/multus): runs wherever the binary is; VHOSTPLUG_MULTUS=none leaves it out
