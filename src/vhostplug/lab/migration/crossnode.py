@@ -1,0 +1,210 @@
+"""Live migration between lab nodes, as KubeVirt does it (or within one node, for comparison in the same lab).
+
+The VM's source virt-launcher pod runs on the source node, a target virt-launcher pod is made on the target node
+(its device from that node's device plugin, its port from that node's agent through its CNI shim), both QEMUs name
+the same stable socket path, each inside its own mount namespace, and QEMU migrates over a unix socket. The guest
+pings a third pod (testpmd ``icmpecho``, on the peer node) every ``interval`` seconds; the gap is the longest host-
+timestamped silence between two replies. Once the target runs, the source pod goes away: its QEMU quits and its CNI
+DEL runs through the source node's shim. With ``timeline=True`` one run also records :mod:`.timeline`.
+
+Tuning kept here (what the lab's "sidecar" asks of QEMU): ``announce`` sets the target's self-announce parameters
+(``announce-initial/-max/-rounds/-step``, ms) before the stream comes in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vhostplug.lab.demo_context import DemoContext
+from vhostplug.lab.migration import MigrationError
+from vhostplug.lab.migration.launcher import LaunchedPod, NodeQemu, wait_port_gone
+from vhostplug.lab.migration.pings import PingWatch
+from vhostplug.lab.migration.scenario import migrate
+from vhostplug.lab.migration.timeline import NodeWatch, Timeline
+
+#: the lab VM subnet's host-local range per node (each node its own range: two nodes never hand out one IP twice)
+VM_SUBNET = "10.57.0.0/24"
+
+#: QEMU's defaults are initial 50, max 550, rounds 5, step 100 (ms): the first announce waits 50 ms after resume
+FAST_ANNOUNCE = {"announce-initial": 1, "announce-max": 100, "announce-rounds": 5, "announce-step": 20}
+
+
+def node_range(ctx: DemoContext) -> tuple[str, str]:
+    """The host-local range of ``ctx``'s node in :data:`VM_SUBNET`: node-a .10-.99, node-b .110-.199."""
+    base = 110 if ctx.run_dir.name.endswith("-b") else 10
+    return f"10.57.0.{base}", f"10.57.0.{base + 89}"
+
+
+@dataclass
+class CrossNodeMigration:
+    """One VM migrated from ``source`` to ``target`` (DemoContexts of lab nodes with their kubelets started)."""
+
+    source: DemoContext
+    target: DemoContext
+    peer_node: DemoContext
+    root: Path
+    unique: str
+    interval: float = 0.02
+    announce: dict[str, int] | None = None
+    guest_announce: bool = True
+    pods: dict[str, LaunchedPod] = field(default_factory=dict)
+    vms: dict[str, NodeQemu] = field(default_factory=dict)
+    testpmd: Any = None
+    watch: PingWatch | None = None
+
+    def _pod(self, key: str, ctx: DemoContext) -> LaunchedPod:
+        pod = LaunchedPod(ctx, f"mig-{key}-{self.unique}", VM_SUBNET, ip_range=node_range(ctx))
+        self.pods[key] = pod
+        return pod.create()
+
+    def boot(self, timeout: float = 120.0) -> None:
+        """Peer pod answering pings, source VM booted and pinging, target pod + QEMU waiting for the stream."""
+        from vhostplug.lab.testpmd import Testpmd
+        from vhostplug.lab.vms import Console
+
+        peer = self._pod("peer", self.peer_node)
+        prefix = f"vhpm{self.unique}"
+        self.peer_node.state.add("testpmd_prefixes", prefix)
+        self.testpmd = Testpmd([f"net_virtio_user0,path={peer.socket},server=1"], file_prefix=prefix)
+        self.testpmd.start()
+        self.testpmd.cmd("set fwd icmpecho")
+        self.testpmd.wait_link_up(timeout=30)
+        self.testpmd.cmd("start")
+        src = self._pod("src", self.source)
+        cmdline = f"vhp.ip={src.ip} vhp.peer={peer.ip.split('/')[0]} vhp.interval={self.interval}"
+        links = self.root / "links"
+        self.vms["src"] = NodeQemu(
+            f"vhp-src-{self.unique}",
+            self.root / "src",
+            links,
+            src.mac,
+            cmdline,
+            socket=src.socket,
+            guest_announce=self.guest_announce,
+        )
+        self.vms["src"].start()
+        self.vms["src"].connect_qmp()
+        self.watch = PingWatch([self.root / k / "console.log" for k in ("src", "dst")]).start()
+        Console(self.vms["src"].console_log).wait_for(r"VHP-PING-OK", timeout)
+        dst = self._pod("dst", self.target)
+        vm = NodeQemu(
+            f"vhp-dst-{self.unique}",
+            self.root / "dst",
+            links,
+            src.mac,
+            cmdline,
+            incoming=True,
+            socket=dst.socket,
+            guest_announce=self.guest_announce,
+        )
+        self.vms["dst"] = vm
+        vm.start()
+        vm.connect_qmp()
+        for v in self.vms.values():
+            v.execute("migrate-set-capabilities", capabilities=[{"capability": "events", "state": True}])
+        if self.announce:
+            vm.execute("migrate-set-parameters", **self.announce)
+
+    def run(self, uri: str, timeline: bool = False, settle: float = 1.0) -> dict[str, Any]:
+        """Migrate while pinging; the source pod is deleted once the target runs. Figures (and the timeline)."""
+        if self.watch is None:
+            raise MigrationError("boot() first")
+        src_vm, dst_vm = self.vms["src"], self.vms["dst"]
+        src_pod = self.pods["src"]
+        t0 = time.monotonic()
+        self.watch.wait_replies(10, t0, 30)
+        tl = None
+        if timeline:
+            tl = Timeline(
+                [
+                    NodeWatch(ctx.run_dir.name, ctx.paths.ovs_dir, ctx.names.bridge("v"), src_pod.mac)
+                    for ctx in _unique_nodes(self.source, self.target, self.peer_node)
+                ]
+            ).start()
+            time.sleep(0.3)  # the pollers take their baselines
+        res = migrate(src_vm, dst_vm, uri)
+        if src_vm.status() != "postmigrate":
+            raise MigrationError(f"source is {src_vm.status()!r} after the migration, not postmigrate")
+        t_del = time.monotonic()
+        src_vm.stop()
+        src_port = src_pod.port
+        deleted = src_pod.delete()
+        wait_port_gone(self.source, src_port)
+        t_gone = time.monotonic()
+        self.watch.wait_replies(10, time.monotonic(), 30)
+        time.sleep(settle)
+        end = time.monotonic()
+        gap, lost = self.watch.max_gap(res.started, end)
+        out: dict[str, Any] = {
+            "source_node": self.source.run_dir.name,
+            "target_node": self.target.run_dir.name,
+            "gap_ms": round(gap * 1000, 1),
+            "lost_replies": lost,
+            "qemu_downtime_ms": res.qmp_downtime_ms,
+            "qemu_total_ms": res.qmp_total_ms,
+            "migration_s": round(res.completed - res.started, 3),
+            "source_del_ms_after_completed": round((t_gone - res.completed) * 1000, 1),
+            "interval_s": self.interval,
+            "announce": self.announce or "QEMU defaults",
+            "guest_announce": self.guest_announce,
+            "deleted": deleted,
+        }
+        if tl is not None:
+            tl.stop()
+            out["timeline"] = self._timeline(tl, src_vm, dst_vm, res.started, res.completed, t_del, t_gone)
+        return out
+
+    def _timeline(
+        self, tl: Timeline, src: NodeQemu, dst: NodeQemu, started: float, completed: float, t_del: float, t_gone: float
+    ) -> list[dict[str, object]]:
+        assert self.watch is not None
+        offset = time.time() - time.monotonic()
+        stop_at = started
+        for name, vm in (("source", src), ("target", dst)):
+            for ev, wall, msg in vm.events():
+                status = msg.get("data", {}).get("status", "")
+                tl.add(wall - offset, f"QEMU {name}: {ev}{' ' + status if status else ''}")
+                if name == "source" and ev == "STOP":
+                    stop_at = wall - offset
+        tl.add(started, "migrate command sent")
+        tl.add(completed, "query-migrate says completed")
+        tl.add(t_del, "source QEMU quit, CNI DEL of the source pod starts")
+        tl.add(t_gone, "source port gone from the source node's OVSDB")
+        replies = self.watch.snapshot()
+        before = [t for t, _ in replies if t <= stop_at]
+        after = [t for t, _ in replies if t > stop_at]
+        if before:
+            tl.add(before[-1], "last ping reply before the stop (serial console)")
+        if after:
+            tl.add(after[0], "first ping reply after the stop (serial console)")
+        sockets = {"target": str(self.pods["dst"].socket), "peer": str(self.pods["peer"].socket)}
+        return tl.rows(sockets, stop_at)
+
+    def close(self) -> list[str]:
+        """Everything this migration made, in reverse; never raises."""
+        done: list[str] = []
+        if self.watch is not None:
+            self.watch.stop()
+        for vm in self.vms.values():
+            with contextlib.suppress(Exception):
+                vm.stop()
+                done.append(f"stopped {vm.name}")
+        if self.testpmd is not None:
+            with contextlib.suppress(Exception):
+                self.testpmd.stop()
+                done.append("stopped testpmd")
+        for pod in reversed(list(self.pods.values())):
+            done += pod.delete()
+        return done
+
+
+def _unique_nodes(*ctxs: DemoContext) -> list[DemoContext]:
+    out: list[DemoContext] = []
+    for c in ctxs:
+        if all(c.run_dir != o.run_dir for o in out):
+            out.append(c)
+    return out

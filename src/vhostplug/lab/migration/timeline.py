@@ -1,0 +1,175 @@
+"""The timeline of one lab live migration: what happened when, on the host's monotonic clock, so a ping gap is
+explained and not only measured.
+
+Sources: QMP events with QEMU's own timestamps (source ``STOP``, target ``RESUME``, migration states), each node's
+ovs-vswitchd log (the target's vhost-user negotiation, its queues enabled, the PMD's rx queue assignment), and, while
+armed, one poller thread per node reading live OpenFlow port counters (first packet into OVS from the target port, from
+the uplink), a RARP flow counter (QEMU's announce) and ``fdb/show`` (where each bridge has learned the VM's MAC).
+Pollers fork ``ovs-ofctl``/``ovs-appctl`` continuously: a timed run is a little slower than an untimed one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vhostplug.lab.migration.counters import port_counters
+
+#: a flow as NORMAL as the bridge's own, whose counter sees RARP frames (QEMU's self-announce for vhost-user)
+RARP_FLOW = "priority=65000,dl_type=0x8035,actions=NORMAL"
+
+_LOG_TS = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3})Z\|")
+_LOG_KEYS = (
+    ("vhost-user connected", re.compile(r"new device|vHost User device '.*' creation")),
+    ("virtio features negotiated", re.compile(r"negotiated Virtio features")),
+    ("vhost device ready (virtio ready for processing)", re.compile(r"virtio is now ready|has been added on numa")),
+    ("vhost queue enabled", re.compile(r"changed to 'enabled'")),
+    ("rx queue assigned to a PMD", re.compile(r"assigned port '.*' rx queue|Core \d+ on numa node \d+ assigned")),
+    ("vhost device removed", re.compile(r"has been removed|Vhost user socket .* disconnected|connection closed")),
+)
+
+
+def _ofctl(ovs_dir: Path, bridge: str, *args: str) -> str:
+    proc = subprocess.run(
+        ["ovs-ofctl", *args[:1], f"unix:{ovs_dir / (bridge + '.mgmt')}", *args[1:]],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    return proc.stdout
+
+
+def add_rarp_flow(ovs_dir: Path, bridge: str) -> None:
+    _ofctl(ovs_dir, bridge, "add-flow", RARP_FLOW)
+
+
+def rarp_packets(ovs_dir: Path, bridge: str) -> int:
+    m = re.search(r"n_packets=(\d+)", _ofctl(ovs_dir, bridge, "dump-flows", "dl_type=0x8035"))
+    return int(m.group(1)) if m else 0
+
+
+def fdb_port(ovs_dir: Path, bridge: str, mac: str) -> str | None:
+    """The port number (OpenFlow) behind which ``bridge`` has learned ``mac``, or None."""
+    proc = subprocess.run(
+        ["ovs-appctl", "-t", str(ovs_dir / "ovs-vswitchd.ctl"), "fdb/show", bridge],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    )
+    for line in proc.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[2].lower() == mac.lower():
+            return parts[0]
+    return None
+
+
+def ofport_names(ovs_dir: Path, bridge: str) -> dict[str, str]:
+    out = _ofctl(ovs_dir, bridge, "show")
+    return {m.group(1): m.group(2) for m in re.finditer(r"^\s*(\w+)\((\S+)\):", out, re.M)}
+
+
+@dataclass
+class NodeWatch:
+    """What one node's poller watches: its OVS folder, VM bridge and the VM's MAC."""
+
+    node: str
+    ovs_dir: Path
+    bridge: str
+    mac: str
+    events: list[tuple[float, str]] = field(default_factory=list)
+    log_offset: int = 0
+
+    @property
+    def log(self) -> Path:
+        return self.ovs_dir / "ovs-vswitchd.log"
+
+    def arm(self) -> None:
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
+        add_rarp_flow(self.ovs_dir, self.bridge)
+
+    def poll(self, stop: threading.Event) -> None:
+        names = ofport_names(self.ovs_dir, self.bridge)
+        rx0 = {p: c[0] for p, c in port_counters(self.ovs_dir, self.bridge).items()}
+        rarp0 = rarp_packets(self.ovs_dir, self.bridge)
+        fdb0 = fdb_port(self.ovs_dir, self.bridge, self.mac)
+        seen_rx: set[str] = set()
+        rarp_seen, fdb_last = False, fdb0
+        while not stop.is_set():
+            for port, (rx, _tx) in port_counters(self.ovs_dir, self.bridge).items():
+                if port not in seen_rx and rx > rx0.get(port, 0):
+                    seen_rx.add(port)
+                    self.events.append((time.monotonic(), f"first packet into OVS from port {port}"))
+                rx0.setdefault(port, rx)
+            if not rarp_seen and rarp_packets(self.ovs_dir, self.bridge) > rarp0:
+                rarp_seen = True
+                self.events.append((time.monotonic(), "RARP (announce) seen on the bridge"))
+            where = fdb_port(self.ovs_dir, self.bridge, self.mac)
+            if where != fdb_last:
+                names = ofport_names(self.ovs_dir, self.bridge) if where not in names else names
+                what = f"VM MAC learned behind {names.get(where, where)}" if where else "VM MAC forgotten"
+                self.events.append((time.monotonic(), what))
+                fdb_last = where
+
+    def log_events(self, sockets: dict[str, str]) -> list[tuple[float, str]]:
+        """The first line of each kind in this node's ovs-vswitchd log since :meth:`arm`, per socket of interest."""
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self.log_offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        offset = time.time() - time.monotonic()
+        found: dict[str, float] = {}
+        for line in text.splitlines():
+            m = _LOG_TS.match(line)
+            if not m:
+                continue
+            who = next((label for label, sock in sockets.items() if sock in line), None)
+            if who is None and "assigned" not in line:
+                continue
+            for key, rx in _LOG_KEYS:
+                label = f"{key} ({who})" if who else key
+                if label not in found and rx.search(line):
+                    wall = dt.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC)
+                    found[label] = wall.timestamp() - offset
+        return [(t, f"ovs-vswitchd: {label}") for label, t in found.items()]
+
+
+class Timeline:
+    """Arm before the migration, :meth:`stop` after the first replies; :meth:`rows` is the ordered timeline."""
+
+    def __init__(self, watches: list[NodeWatch]) -> None:
+        self.watches = watches
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.extra: list[tuple[float, str]] = []
+
+    def start(self) -> Timeline:
+        for w in self.watches:
+            w.arm()
+            t = threading.Thread(target=w.poll, args=(self._stop,), daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=20)
+
+    def add(self, when: float, what: str) -> None:
+        self.extra.append((when, what))
+
+    def rows(self, sockets: dict[str, str], zero: float) -> list[dict[str, object]]:
+        """Every event as ``{"ms": since zero, "node", "what"}``, in time order."""
+        rows: list[tuple[float, str, str]] = [(t, "-", what) for t, what in self.extra]
+        for w in self.watches:
+            rows += [(t, w.node, what) for t, what in w.events + w.log_events(sockets)]
+        return [{"ms": round((t - zero) * 1000, 1), "node": n, "what": what} for t, n, what in sorted(rows)]
