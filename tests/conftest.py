@@ -114,25 +114,38 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         proc.wait(timeout=60)
 
 
-# -- the real-Multus suite (tests/runtime/multus): runs wherever the binary is; VHOSTPLUG_MULTUS=none leaves it out
-# on purpose, and the summary says so (never counted as passed). A missing binary without that fails the suite.
+# -- the real-Multus suite (tests/runtime/multus): runs wherever the binary is. Left out (never counted as passed, and
+# the summary says so plainly) when VHOSTPLUG_MULTUS=none, or when it is unset and no binary is where CI keeps it; a
+# VHOSTPLUG_MULTUS naming a missing file fails the suite.
 _MULTUS_SUITE = REPO / "tests" / "runtime" / "multus"
 
 
-def _multus_opted_out() -> bool:
-    return os.environ.get("VHOSTPLUG_MULTUS", "").lower() == "none"
+def _multus_left_out() -> str | None:
+    """Why the real-Multus suite does not run here, or None when it does."""
+    from vhostplug.lab import realmultus
+
+    asked = os.environ.get(realmultus.ENV, "")
+    if asked.lower() == "none":
+        return f"{realmultus.ENV}=none"
+    if asked:
+        return None
+    try:
+        realmultus.locate()
+    except realmultus.MultusMissing as exc:
+        return str(exc)
+    return None
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    if _multus_opted_out() and collection_path.is_relative_to(_MULTUS_SUITE):
+    if collection_path.is_relative_to(_MULTUS_SUITE) and _multus_left_out() is not None:
         return True
     return None
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _multus_opted_out():
+    if (why := _multus_left_out()) is not None:
         terminalreporter.write_line(
-            "NOTE: the real-Multus suite (tests/runtime/multus) did NOT run: VHOSTPLUG_MULTUS=none. Run it with "
+            f"NOTE: the real-Multus suite (tests/runtime/multus) did NOT run: {why}. Run it with "
             "VHOSTPLUG_MULTUS=<path of the Multus 4.0.x thin plugin> (or with shared/peers/multus beside the "
             "repository) and `make runtime`; see docs/cni.md.",
             yellow=True,

@@ -9,8 +9,8 @@
 - device-info where real nodes keep it, ``/var/run/k8s.cni.cncf.io/devinfo`` (shared by the machine: this suite's
   devices have an ID prefix of their own, its files are named by attachment, and only they are checked and removed).
 
-Without the binary the suite fails loudly; ``VHOSTPLUG_MULTUS=none`` leaves it out on purpose (tests/conftest.py says
-so in the summary). See docs/cni.md.
+Without the binary (and no ``VHOSTPLUG_MULTUS``), or with ``VHOSTPLUG_MULTUS=none``, tests/conftest.py leaves the suite
+out and says so in the summary; a ``VHOSTPLUG_MULTUS`` naming a missing file fails it. See docs/cni.md.
 """
 
 from __future__ import annotations
