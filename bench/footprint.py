@@ -41,12 +41,12 @@ from typing import Any
 
 from vhostplug.cni.install import install_shim
 from vhostplug.lab.kubelet import LabKubelet
+from vhostplug_testsupport.noopdataplane import NOOP_VHOSTPLUG
 from vhostplug_testsupport.webhook import nad_hits, post_at_once, review_body, running_api, start_webhook
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "results" / "footprint.json"
 LIMIT_MB = 100.0
-VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
 
 
 def status_mb(pid: int) -> dict[str, float]:
@@ -272,7 +272,7 @@ def bench_agent(work: Path, ordinary: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with LabKubelet(dp_dir) as kubelet:
         proc = subprocess.Popen(
-            [VHOSTPLUG, "agent", "--config", str(work / "agent.json")],
+            [*NOOP_VHOSTPLUG, "agent", "--config", str(work / "agent.json")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

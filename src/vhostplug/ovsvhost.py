@@ -81,6 +81,12 @@ BRIDGE_MARK = "vhostplug-created"
 _STATUS_KEYS = ("status", "vhost-user-status", "vhost_user_status")
 
 
+def attachment_port(ovs_type: str, external_ids: Mapping[str, str]) -> bool:
+    """Whether an Interface can be an attachment's port: a vhost-user port, or a ``system`` port that carries a vDPA
+    device's key (a representor; other system ports, a NIC's uplink say, never are)."""
+    return ovs_type in VHOST_TYPES or (ovs_type == TYPE_SYSTEM and ID_VDPA_DEVICE in external_ids)
+
+
 def vhost_sock_dir(rundir: str | os.PathLike[str], configured: str | None) -> str:
     """ovs-vswitchd's vhost-sock-dir: ``<rundir>/<other_config:vhost-sock-dir>`` (the rundir itself when unset)."""
     if not configured:

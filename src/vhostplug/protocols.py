@@ -66,7 +66,8 @@ class Dataplane(Protocol):
     def get_port(self, port_name: str) -> VhostUserPort | None: ...
 
     def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:
-        """Every vhost-user port (only those tagged by vhostplug when ``only_ours``)."""
+        """Every port that can be an attachment's (:func:`vhostplug.ovsvhost.attachment_port`: vhost-user ports and vDPA
+        representors), only those tagged by vhostplug when ``only_ours``."""
         ...
 
     def place_client_socket(self, attachment: Attachment, own: Ownership, wait: float) -> None:

@@ -21,6 +21,7 @@ from vhostplug.cni.install import copy_ipam_plugins, install_shim
 from vhostplug.cni.policy import DEFAULT_DEVICE_RESOURCE
 from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
+from vhostplug_testsupport.bridges import delete_bridge_if_ours
 
 VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
 
@@ -213,6 +214,6 @@ def stop_agent(a: AgentProc, bridges: tuple[str, ...] = ("br-cni",)) -> None:
     for port in a.dataplane.list_ports():
         a.dataplane.detach(port.name)
     for bridge in bridges:
-        a.dataplane.delete_bridge_if_ours(bridge)
+        delete_bridge_if_ours(a.dataplane.endpoint, bridge)
     a.dataplane.close()
     shutil.rmtree(a.root, ignore_errors=True)

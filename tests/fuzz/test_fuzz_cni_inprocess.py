@@ -19,9 +19,9 @@ from vhostplug.cni.handler import CniHandler
 from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.spec import CniError
 from vhostplug.cni.verbs import HandlerOptions
-from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug_testsupport.cnigen import CniGen
 from vhostplug_testsupport.fuzz import assert_cni_output, cases
+from vhostplug_testsupport.noopdataplane import NoopDataplane
 
 VALID_REQUEST = wire.encode_request(
     {b"CNI_COMMAND": b"ADD", b"CNI_CONTAINERID": b"abc", b"CNI_IFNAME": b"net1", b"CNI_NETNS": b"/x"},

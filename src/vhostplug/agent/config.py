@@ -31,6 +31,15 @@ class DataplaneConfig(_Strict):
     ovsdb: str = "unix:/var/run/openvswitch/db.sock"
     ovs_rundir: Path = Field(Path("/var/run/openvswitch"), alias="ovsRundir")
 
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, v: str) -> str:
+        from vhostplug.dataplane.registry import BACKENDS  # the switch's client libraries: only when a config is read
+
+        if v not in BACKENDS:
+            raise ValueError(f"unknown dataplane backend {v!r}; known: {', '.join(sorted(BACKENDS))}")
+        return v
+
 
 class OwnershipConfig(_Strict):
     user: str | int = "root"

@@ -90,10 +90,6 @@ class NetConf(BaseModel):
     def device_info_file(self) -> str | None:
         return self.runtime_config.device_info_file
 
-    @property
-    def keep_list(self) -> list[dict[str, str]]:
-        return self.gc_attachments or self.valid_attachments or []
-
 
 def parse(data: dict[str, Any]) -> NetConf:
     """Validate a decoded netconf (the agent decodes stdin once, in :mod:`vhostplug.cni.wire`); IPAM delegation

@@ -35,7 +35,7 @@ from vhostplug.dataplane import clientsock, ovshealth, ovsjson
 from vhostplug.dataplane.ovstxn import BoundedTxn
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
-from vhostplug.ovsvhost import BRIDGE_MARK, ID_ATTACHMENT, VHOST_TYPES
+from vhostplug.ovsvhost import BRIDGE_MARK, ID_ATTACHMENT
 from vhostplug.protocols import DataplaneError, DataplaneUnavailable
 
 LOG = logging.getLogger(__name__)
@@ -406,17 +406,6 @@ class OvsDataplane:
             self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
         return True
 
-    def delete_bridge_if_ours(self, bridge: str) -> bool:
-        """Delete ``bridge`` only when vhostplug made it and no vhost-user port is left on it."""
-        with self._read() as api:
-            row = idlutils.row_by_value(api.idl, "Bridge", "name", bridge, None)
-            if row is None or row.external_ids.get(BRIDGE_MARK) != "true":
-                return False
-            if any(p.name != bridge for p in row.ports):
-                return False
-        api.del_br(bridge, if_exists=True).execute(check_error=True)
-        return True
-
     def _raise_unavailable_or(self, exc: Exception, what: str) -> None:
         if isinstance(exc, ovs_exceptions.TimeoutException) or not self.health().reachable:
             raise DataplaneUnavailable(f"{what}: OVSDB at {self.endpoint} is unreachable") from exc
@@ -435,7 +424,7 @@ class OvsDataplane:
         result: list[VhostUserPort] = []
         with self._read() as api:
             for row in api.tables["Interface"].rows.values():
-                if row.type not in VHOST_TYPES:
+                if not ovsvhost.attachment_port(row.type, row.external_ids):
                     continue
                 if only_ours and ID_ATTACHMENT not in row.external_ids:
                     continue

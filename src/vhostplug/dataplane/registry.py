@@ -1,11 +1,11 @@
-"""The backend registry: a plain dict from name to a factory taking the agent's dataplane settings."""
+"""The backend registry: a plain dict from name to a factory taking the agent's dataplane settings (the agent's
+config accepts exactly these names). Test doubles are not here: ``vhostplug_testsupport.noopdataplane``."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.protocols import Dataplane
 
@@ -14,11 +14,7 @@ def _ovs(endpoint: str, ovs_rundir: Path) -> Dataplane:
     return OvsDataplane(endpoint, ovs_rundir=ovs_rundir)
 
 
-def _noop(endpoint: str, ovs_rundir: Path) -> Dataplane:
-    return NoopDataplane()
-
-
-BACKENDS: dict[str, Callable[[str, Path], Dataplane]] = {"ovs": _ovs, "noop": _noop}
+BACKENDS: dict[str, Callable[[str, Path], Dataplane]] = {"ovs": _ovs}
 
 
 def create(name: str, endpoint: str, ovs_rundir: Path) -> Dataplane:

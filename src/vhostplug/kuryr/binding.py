@@ -119,17 +119,8 @@ class KuryrBinding:
         """Where the pod (and the app) sees the socket: ``mount_point/socket_name``."""
         return str(Path(self.mount_point) / self.socket_name)
 
-    @property
-    def ovs_socket_path(self) -> str:
-        """Client mode only: where OVS creates the socket before it is moved into ``mount_point``."""
-        return str(Path(self.ovs_vhu_path) / self.port_name)
-
     def config_file_name(self, container_id: str, ifname: str) -> str:
         return config_file_name(container_id, ifname)
-
-    def config_content(self) -> dict[str, str]:
-        """The app's config file content, as kuryr writes it (``mode`` is the app's role)."""
-        return {"vhostname": self.socket_name, "vhostmac": self.mac, "mode": self.mode.value}
 
     def external_ids(self) -> dict[str, str]:
         """What Neutron's agents expect on the OVS Interface (``iface-id``, ``attached-mac``...)."""

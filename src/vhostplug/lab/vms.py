@@ -127,12 +127,6 @@ class Libvirt:
             time.sleep(0.2)
         return got
 
-    def qemu_pid(self, name: str) -> int | None:
-        try:
-            return int(Path(f"/run/libvirt/qemu/{name}.pid").read_text().strip())
-        except (OSError, ValueError):
-            return None
-
     def remove(self, name: str) -> None:
         self.virsh("destroy", name, check=False)
         self.virsh("undefine", name, "--nvram", check=False)

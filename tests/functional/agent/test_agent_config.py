@@ -17,6 +17,8 @@ CASES = [
     ({"ownership": {"dirMode": "999"}}, "ownership.dirMode"),
     ({"relocateSeconds": -1}, "relocateSeconds"),
     ({"dataplane": {"backend": "nope"}}, "unknown dataplane backend 'nope'"),
+    # the in-memory test double is no backend of the product (vhostplug_testsupport.noopdataplane)
+    ({"dataplane": {"backend": "noop"}}, "dataplane.backend: unknown dataplane backend 'noop'; known: ovs"),
     ({"devicePlugin": {"vhostuser": {"count": 0}}}, "devicePlugin"),
     ({"devicePlugin": {"colour": "blue"}}, "colour"),
     # names resolve in the agent's own (container's) /etc/group: a missing one stops the start, not the first ADD

@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 from vhostplug.lab.kubelet import LabKubelet
-
-VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
+from vhostplug_testsupport.noopdataplane import NOOP_VHOSTPLUG
 
 
 def test_device_plugin_dir_flag_enables_the_device_plugin(short_dir: Path) -> None:
@@ -27,7 +25,7 @@ def test_device_plugin_dir_flag_enables_the_device_plugin(short_dir: Path) -> No
     path.write_text(json.dumps(config))
     with LabKubelet(dp_dir) as kubelet:
         proc = subprocess.Popen(
-            [VHOSTPLUG, "agent", "--config", str(path), "--device-plugin-dir", str(dp_dir)],
+            [*NOOP_VHOSTPLUG, "agent", "--config", str(path), "--device-plugin-dir", str(dp_dir)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -56,7 +54,7 @@ def test_without_the_flag_or_block_no_device_plugin_runs(short_dir: Path) -> Non
     path.write_text(json.dumps(config))
     dp_dir.mkdir()
     proc = subprocess.Popen(
-        [VHOSTPLUG, "agent", "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*NOOP_VHOSTPLUG, "agent", "--config", str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         deadline = time.monotonic() + 30

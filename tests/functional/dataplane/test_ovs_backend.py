@@ -11,6 +11,7 @@ from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, Mode
 from vhostplug.protocols import DataplaneError, DataplaneUnavailable
+from vhostplug_testsupport.bridges import delete_bridge_if_ours
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_attach_sets_everything_in_ovsdb(
     assert dp.attach(att) == dp.get_port(att.port_name)  # repeat: same port, no error
     assert dp.detach(att.port_name) is True
     assert dp.detach(att.port_name) is False
-    assert dp.delete_bridge_if_ours(att.bridge) is True
+    assert delete_bridge_if_ours(dp.endpoint, att.bridge) is True
 
 
 def test_client_mode_socket_is_in_vhost_sock_dir(dp: OvsDataplane, private_ovs: PrivateOvs, unique: str) -> None:
@@ -70,7 +71,7 @@ def test_client_mode_socket_is_in_vhost_sock_dir(dp: OvsDataplane, private_ovs: 
     assert port.socket_path == str(private_ovs.vhost_sock_dir / att.port_name)
     assert Path(port.socket_path).is_socket()
     dp.detach(att.port_name)
-    dp.delete_bridge_if_ours(att.bridge)
+    delete_bridge_if_ours(dp.endpoint, att.bridge)
 
 
 def test_foreign_bridge_is_never_deleted_and_must_be_netdev(
@@ -93,7 +94,7 @@ def test_foreign_bridge_is_never_deleted_and_must_be_netdev(
         with pytest.raises(DataplaneError, match="datapath_type=netdev"):
             dp.attach(_att(unique, short_dir, bridge=name))
         assert dp.get_port(f"vhb{unique}") is None, "a failed attach left a port"
-        assert dp.delete_bridge_if_ours(name) is False
+        assert delete_bridge_if_ours(dp.endpoint, name) is False
     finally:
         ovsdb_rpc.transact(
             private_ovs.endpoint,
@@ -106,7 +107,7 @@ def test_port_name_owned_by_someone_else(dp: OvsDataplane, short_dir: Path, uniq
     with pytest.raises(DataplaneError, match="already exists"):
         dp.attach(_att(unique, short_dir, container_id="other"))
     dp.detach(f"vhb{unique}")
-    dp.delete_bridge_if_ours(f"brb{unique}")
+    delete_bridge_if_ours(dp.endpoint, f"brb{unique}")
 
 
 def test_two_instances_talk_to_their_own_ovs(dp: OvsDataplane, unique: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,8 +16,8 @@ import pytest
 
 from vhostplug.lab.apiserver import ApiServer
 from vhostplug_testsupport.fakesys import standard
+from vhostplug_testsupport.noopdataplane import NOOP_VHOSTPLUG
 
-VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
 DRIVER = "vhostuser.vhostplug.io"
 SLICES = "/apis/resource.k8s.io/v1/resourceslices"
 NODE = "node-a"
@@ -73,7 +72,7 @@ class Agent:
 
     def start(self) -> None:
         log = open(self.log, "ab")  # noqa: SIM115 - handed to the child
-        self.proc = subprocess.Popen([VHOSTPLUG, "agent", "--config", str(self.root / "agent.json")], stdout=log, stderr=log)  # fmt: skip
+        self.proc = subprocess.Popen([*NOOP_VHOSTPLUG, "agent", "--config", str(self.root / "agent.json")], stdout=log, stderr=log)  # fmt: skip
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -159,7 +158,7 @@ def test_the_agent_publishes_and_keeps_its_slices(api: ApiServer, tmp_path: Path
 
 def test_a_bad_slices_section_stops_the_agent_naming_the_key(api: ApiServer, tmp_path: Path) -> None:
     agent = Agent(tmp_path, api, {"bridges": {"br-elsewhere": {"numaNode": 0}}}, vdpa=False)
-    out = subprocess.run([VHOSTPLUG, "agent", "--config", str(tmp_path / "agent.json")], capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run([*NOOP_VHOSTPLUG, "agent", "--config", str(tmp_path / "agent.json")], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert out.returncode == 2 and "dra.slices.bridges.br-elsewhere" in out.stderr, out.stderr
     assert not agent.log.exists()
 

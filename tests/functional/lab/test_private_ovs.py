@@ -15,6 +15,7 @@ from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs, pid_alive
 from vhostplug.lab.testpmd import Testpmd
 from vhostplug.model import Attachment
+from vhostplug_testsupport.bridges import delete_bridge_if_ours
 
 pytestmark = pytest.mark.ovs  # PrivateOvs of its own
 
@@ -53,7 +54,7 @@ def test_testpmd_connects_to_dpdkvhostuserclient_port(private_ovs: PrivateOvs, s
         assert not (Path("/var/run/dpdk") / f"proof{unique}").exists()
     finally:
         dp.detach(att.port_name)
-        dp.delete_bridge_if_ours(att.bridge)
+        delete_bridge_if_ours(dp.endpoint, att.bridge)
         dp.close()
     assert not Path(f"/sys/class/net/{att.bridge}").exists()
 
@@ -73,7 +74,7 @@ def test_two_private_ovs_instances_run_at_once(private_ovs: PrivateOvs, short_di
     finally:
         for i, dp in enumerate(dps):
             dp.detach(f"vht{i}{unique}")
-            dp.delete_bridge_if_ours(f"brt{unique}")
+            delete_bridge_if_ours(dp.endpoint, f"brt{unique}")
             dp.close()
         other.stop()
         os.rmdir(other.run_dir)

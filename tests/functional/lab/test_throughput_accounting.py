@@ -17,6 +17,7 @@ from vhostplug.lab.ovsdb import interface_stats
 from vhostplug.lab.rate import port_counters, start_flow, stop_flow
 from vhostplug.lab.testpmd import Testpmd
 from vhostplug.model import Attachment, Mode
+from vhostplug_testsupport.bridges import delete_bridge_if_ours
 
 #: OVS's own drop counters of a vhost-user port (custom statistics, published in both modes)
 DROPS = ("ovs_tx_failure_drops", "ovs_tx_mtu_exceeded_drops", "ovs_tx_qos_drops", "ovs_rx_qos_drops")
@@ -103,7 +104,7 @@ def test_every_packet_sent_is_received_or_counted_dropped(
             app.stop()
         for att in atts.values():
             dp.detach(att.port_name)
-        dp.delete_bridge_if_ours(bridge)
+        delete_bridge_if_ours(dp.endpoint, bridge)
         dp.close()
     ovs_a, ovs_b = stats["a"], stats["b"]
     assert sent > 10_000, f"the sender moved almost nothing: {sent}"

@@ -23,6 +23,7 @@ from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.pods import LabPod, create_pod, delete_pod, ensure_host_dirs
 from vhostplug.lab.vdpa_parts import StandIn, build
 from vhostplug.ovsvhost import ID_VDPA_DEVICE
+from vhostplug_testsupport.bridges import delete_bridge_if_ours
 from vhostplug_testsupport.cniagent import AgentProc, CniResult, make_agent
 
 VIRTIO_POOL = "vhostplug.io/vdpa_virtio"
@@ -119,7 +120,7 @@ def vdpa_rig(private_ovs: PrivateOvs) -> Iterator[VdpaRig]:
         assert agent.dataplane is not None
         for name in rig.ports():
             agent.dataplane.detach(name)
-        agent.dataplane.delete_bridge_if_ours(rig.bridge)
+        delete_bridge_if_ours(agent.dataplane.endpoint, rig.bridge)
         agent.dataplane.close()
         for pod in rig.pods:
             delete_pod(pod)

@@ -15,6 +15,7 @@ from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.model import NetdevPort
 from vhostplug.protocols import DataplaneError
+from vhostplug_testsupport.bridges import delete_bridge_if_ours
 
 
 def test_netdev_port_on_a_netdev_bridge(private_ovs: PrivateOvs) -> None:
@@ -40,6 +41,6 @@ def test_netdev_port_on_a_netdev_bridge(private_ovs: PrivateOvs) -> None:
         assert dp.detach(rep) and dp.get_port(rep) is None
     finally:
         dp.detach(rep)
-        dp.delete_bridge_if_ours(bridge)
+        delete_bridge_if_ours(dp.endpoint, bridge)
         dp.close()
         subprocess.run(["ip", "link", "del", peer], capture_output=True, check=False)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from tests.functional.vdpa.conftest import VHOST_POOL, VdpaRig, host_link, in_pod
+from vhostplug.cni.records import RecordStore
 
 VHOSTPLUG = str(Path(sys.executable).with_name("vhostplug"))
 
@@ -202,3 +203,21 @@ def test_gc_and_status_cover_vdpa(vdpa_rig: VdpaRig) -> None:
     assert rig.agent.run("STATUS", conf, "", "").code == 0
     assert rig.agent.run("DEL", rig.netconf("vdpa1"), "cid-gb", "net1", b.netns_path).code == 0
     assert rig.ports() == []
+
+
+def test_gc_finds_a_representor_port_whose_record_is_lost(vdpa_rig: VdpaRig) -> None:
+    """GC lists the switch's ports by their external_ids, representors included: an attachment whose record is gone
+    (a wiped state folder) is still collected, its netdev given back to the host."""
+    rig = vdpa_rig
+    pod, vf = rig.pod("gl"), rig.parts.vfs[0]
+    assert rig.add(pod, "cid-gl", "vdpa0").code == 0
+    assert rig.ports() == [vf.representor]
+    assert RecordStore(rig.agent.root / "state").remove("cid-gl", "net1")
+    conf = rig.netconf("", pool=None)
+    conf.pop("runtimeConfig")
+    conf["cni.dev/valid-attachments"] = []
+    conf["cniVersion"] = "1.1.0"
+    assert rig.agent.run("GC", conf, "", "").code == 0
+    assert rig.ports() == []
+    assert host_link(vf.netdev) is not None  # the netdev is back in the host under its own name
+

@@ -19,9 +19,9 @@ from vhostplug.cni.handler import CniHandler
 from vhostplug.cni.planning import own_folder_name
 from vhostplug.cni.policy import NodePolicy
 from vhostplug.cni.verbs import HandlerOptions
-from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug.model import Attachment, port_name_for
 from vhostplug.protocols import DataplaneError
+from vhostplug_testsupport.noopdataplane import NoopDataplane
 
 IPAM_SCRIPT = """#!{python}
 import json, os, sys

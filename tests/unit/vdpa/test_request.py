@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from vhostplug.dataplane.noop import NoopDataplane
 from vhostplug.vdpa.attach import VdpaAttacher, VdpaInputError, VdpaPolicy, VdpaRequest
+from vhostplug_testsupport.noopdataplane import NoopDataplane
 
 
 @pytest.mark.parametrize("mac", ["nope", "03:00:00:00:00:01", "02:00:00:00:00", "02-00-00-00-00-01"])

@@ -1,9 +1,19 @@
-"""A dataplane that keeps attachments in memory: for dry runs and for running the agent without a switch."""
+"""A test double of the ``Dataplane`` seam that keeps attachments in memory: for tests of the CNI verbs without a
+switch, and for running a real agent process without one.
+
+The product's backend registry (``vhostplug.dataplane.registry.BACKENDS``) does not know it, so no production config
+can select it. ``python -m vhostplug_testsupport.noopdataplane <vhostplug arguments>`` (:data:`NOOP_VHOSTPLUG`) runs
+the ``vhostplug`` command with it registered as the ``noop`` backend, for tests and benchmarks that start an agent
+with ``dataplane: {backend: noop}``.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from vhostplug import ovsvhost
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
 
@@ -41,7 +51,7 @@ class NoopDataplane:
 
     def attach_netdev(self, port: NetdevPort, timeout: float = 5.0) -> VhostUserPort:
         made = VhostUserPort(
-            port.name, port.bridge, "system", "", len(self._ports) + 1, dict(port.external_ids), {}, port.mtu, port.vlan
+            port.name, port.bridge, ovsvhost.TYPE_SYSTEM, "", len(self._ports) + 1, dict(port.external_ids), {}, port.mtu, port.vlan
         )
         return self._ports.setdefault(port.name, made)
 
@@ -65,3 +75,24 @@ class NoopDataplane:
 
     def close(self) -> None:
         self._ports.clear()
+
+
+#: argv of the ``vhostplug`` command with the ``noop`` backend registered
+NOOP_VHOSTPLUG = [sys.executable, "-m", "vhostplug_testsupport.noopdataplane"]
+
+
+def _noop(endpoint: str, ovs_rundir: Path) -> NoopDataplane:
+    return NoopDataplane()
+
+
+def main() -> None:
+    from vhostplug import cli
+    from vhostplug.dataplane.registry import BACKENDS
+
+    BACKENDS["noop"] = _noop
+    sys.argv[0] = "vhostplug"
+    cli.main()
+
+
+if __name__ == "__main__":
+    main()
