@@ -28,6 +28,9 @@ DATAPATH_NETDEV = "netdev"
 TYPE_SYSTEM = "system"
 #: a bridge's local port
 TYPE_INTERNAL = "internal"
+#: a port DPDK opens itself (the lab's uplinks: an af_packet vdev), and the option that names it
+TYPE_DPDK = "dpdk"
+OPTION_DPDK_DEVARGS = "dpdk-devargs"
 
 # -- external_ids written on the Interface at attach and read back by DEL, GC, CHECK, the relocator and the audit ----
 #: marks an interface as vhostplug's; value: the attachment key ``<container id>/<ifname>``

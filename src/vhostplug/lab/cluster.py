@@ -22,8 +22,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from vhostplug.dataplane import ovsdb_rpc
-from vhostplug.lab import stack
+from vhostplug.lab import ovsdb, stack
 from vhostplug.lab.demo_state import Names
 from vhostplug.lab.ovs import OvsConfig, PrivateOvs
 from vhostplug.lab.paths import LabPaths
@@ -71,49 +70,9 @@ def _ip(*args: str) -> None:
 def _add_uplink_port(ovs: PrivateOvs, bridge: str, port: str, datapath_type: str) -> None:
     """``port`` (a netdev in the node's namespace) as a DPDK af_packet port on ``bridge`` (made when missing),
     applied by ovs-vswitchd."""
-    rows = ovsdb_rpc.select(ovs.endpoint, "Bridge", columns=["_uuid"], where=[["name", "==", bridge]])
-    ops: list[dict[str, Any]] = [
-        {
-            "op": "insert",
-            "table": "Interface",
-            "row": {"name": port, "type": "dpdk", "options": ["map", [["dpdk-devargs", af_packet_devargs(port)]]]},
-            "uuid-name": "iface",
-        },
-        {
-            "op": "insert",
-            "table": "Port",
-            "row": {"name": port, "interfaces": ["named-uuid", "iface"]},
-            "uuid-name": "port",
-        },
-    ]
-    if rows:
-        ops.append(
-            {
-                "op": "mutate",
-                "table": "Bridge",
-                "where": [["_uuid", "==", rows[0]["_uuid"]]],
-                "mutations": [["ports", "insert", ["set", [["named-uuid", "port"]]]]],
-            }
-        )
-    else:
-        ops += [
-            {
-                "op": "insert",
-                "table": "Bridge",
-                "row": {"name": bridge, "datapath_type": datapath_type, "ports": ["named-uuid", "port"]},
-                "uuid-name": "br",
-            },
-            {
-                "op": "mutate",
-                "table": "Open_vSwitch",
-                "where": [],
-                "mutations": [["bridges", "insert", ["set", [["named-uuid", "br"]]]]],
-            },
-        ]
-    ovs.transact_and_wait(ops)
-    got = ovsdb_rpc.select(ovs.endpoint, "Interface", columns=["ofport", "error"], where=[["name", "==", port]])
-    if not got or not isinstance(got[0].get("ofport"), int) or got[0]["ofport"] < 1:
-        raise ClusterError(f"ovs-vswitchd did not add uplink {port} to {bridge}: {got}")
+    got = ovsdb.add_dpdk_port(ovs.endpoint, bridge, port, af_packet_devargs(port), datapath_type)
+    if not isinstance(got.get("ofport"), int) or got["ofport"] < 1:
+        raise ClusterError(f"ovs-vswitchd did not add uplink {port} to {bridge}: {[got] if got else []}")
 
 
 def join(run_dir: Path, a: Path, b: Path) -> list[dict[str, Any]]:

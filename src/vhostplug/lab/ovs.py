@@ -359,10 +359,6 @@ class PrivateOvs:
         )
         self._wait_for(self.dpdk_initialized, self.config.ready_timeout, "dpdk_initialized=true", self.vswitchd_log)
 
-    def transact_and_wait(self, ops: list[dict[str, Any]], timeout: float = 10.0) -> None:
-        """:func:`vhostplug.lab.ovsdb.transact_and_wait` on this instance."""
-        ovsdb.transact_and_wait(self.endpoint, ops, timeout)
-
     # -- stop --------------------------------------------------------------------------------------------------
     def stop(self) -> list[str]:
         """Stop and remove everything; works after a crash too. Returns what it did, one line each."""

@@ -1,6 +1,6 @@
 """The lab's raw OVSDB writes and reads, in one place: the first ``Open_vSwitch`` row of a fresh database, bridges
-cleared with ovs-vswitchd's acknowledgement, lab vhost-user ports (VM pairs, migration, benchmarks), a port or a
-bridge removed, interface statistics.
+cleared with ovs-vswitchd's acknowledgement, lab vhost-user ports (VM pairs, migration, benchmarks), the two-node
+lab's DPDK uplinks, a port or a bridge removed, interface statistics.
 
 Everything goes over the product's own one-shot client (:mod:`vhostplug.dataplane.ovsdb_rpc`, which the audit uses
 too) and speaks the OVS vocabulary of :mod:`vhostplug.ovsvhost`. The agent itself never comes here: its attachments go
@@ -115,6 +115,57 @@ def add_vhost_client_ports(endpoint: str, bridge: str, ports: Mapping[str, str])
             }
         )
     ovsdb_rpc.transact(endpoint, ops)
+
+
+def add_dpdk_port(endpoint: str, bridge: str, port: str, devargs: str, datapath_type: str) -> dict[str, Any]:
+    """``port`` as a ``dpdk`` port opened with ``devargs`` on ``bridge`` (made when missing, of ``datapath_type``),
+    applied by ovs-vswitchd; returns its Interface's ``ofport`` and ``error`` ({} when the row is missing)."""
+    rows = ovsdb_rpc.select(endpoint, "Bridge", columns=["_uuid"], where=[["name", "==", bridge]])
+    ops: list[dict[str, Any]] = [
+        {
+            "op": "insert",
+            "table": "Interface",
+            "row": {
+                "name": port,
+                "type": ovsvhost.TYPE_DPDK,
+                "options": ["map", [[ovsvhost.OPTION_DPDK_DEVARGS, devargs]]],
+            },
+            "uuid-name": "iface",
+        },
+        {
+            "op": "insert",
+            "table": "Port",
+            "row": {"name": port, "interfaces": ["named-uuid", "iface"]},
+            "uuid-name": "port",
+        },
+    ]
+    if rows:
+        ops.append(
+            {
+                "op": "mutate",
+                "table": "Bridge",
+                "where": [["_uuid", "==", rows[0]["_uuid"]]],
+                "mutations": [["ports", "insert", ["set", [["named-uuid", "port"]]]]],
+            }
+        )
+    else:
+        ops += [
+            {
+                "op": "insert",
+                "table": "Bridge",
+                "row": {"name": bridge, "datapath_type": datapath_type, "ports": ["named-uuid", "port"]},
+                "uuid-name": "br",
+            },
+            {
+                "op": "mutate",
+                "table": ROOT,
+                "where": [],
+                "mutations": [["bridges", "insert", ["set", [["named-uuid", "br"]]]]],
+            },
+        ]
+    transact_and_wait(endpoint, ops)
+    got = ovsdb_rpc.select(endpoint, "Interface", columns=["ofport", "error"], where=[["name", "==", port]])
+    return dict(got[0]) if got else {}
 
 
 def del_port(endpoint: str, bridge: str, name: str) -> None:
