@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -122,7 +123,7 @@ def test_a_vm_migrates_from_node_a_to_node_b(
         try:
             mig.boot()
             src, dst, peer = mig.pods["src"], mig.pods["dst"], mig.pods["peer"]
-            src_port, src_dev = src.port, src.socket.parent
+            src_port, src_sock = src.port, src.socket
             # each pod's device and port come from its own node; IPs from each node's own range
             assert _port_on(ctx_a, src_port) and not _port_on(ctx_b, src_port)
             assert _port_on(ctx_b, dst.port) and not _port_on(ctx_a, dst.port)
@@ -142,9 +143,13 @@ def test_a_vm_migrates_from_node_a_to_node_b(
             assert 0 < run["gap_ms"] < 10_000 and run["qemu_downtime_ms"] is not None
             # the source pod's DEL ran on node a: its port and attachment record are gone; node b's remain
             assert not _port_on(ctx_a, src_port)
-            assert not any(src_dev.glob("*.sock"))
+            assert not src_sock.exists()
             assert len(_records(ctx_a) - before[0]) == 1  # the peer pod's only
             assert len(_records(ctx_b) - before[1]) == 1  # the target's
+            # `vhostplug audit` per node: each node's OVS holds only its own node's sockets, and no finding
+            audit_a, audit_b = _audit(ctx_a), _audit(ctx_b)
+            assert str(dst.socket) in audit_b and str(dst.socket) not in audit_a
+            assert str(peer.socket) in audit_a and str(src_sock) not in audit_a
             break
         finally:
             done = mig.close()
@@ -156,6 +161,30 @@ def test_a_vm_migrates_from_node_a_to_node_b(
         assert _records(ctx) == had
         netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
         assert f"{ctx.names.netns('mig-')}" not in netns
+
+
+def _audit(ctx: DemoContext) -> set[str]:
+    """The sockets ``vhostplug audit`` finds on the node's OVS; every one under the node's own folder, no errors."""
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "vhostplug"),
+            "audit",
+            "--ovsdb",
+            ctx.ovs_endpoint,
+            "--no-libvirt",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["summary"]["error"] == 0, report["findings"]
+    sockets = {row["socket"] for row in report["rows"]}
+    assert all(sock.startswith(f"{ctx.run_dir}/") for sock in sockets), sockets
+    return sockets
 
 
 def _records(ctx: DemoContext) -> set[str]:
