@@ -79,12 +79,11 @@ def two_node_phases(a: DemoContext, b: DemoContext) -> list[Callable[[], None]]:
             ph.note = ", ".join(f"{u['ends'][0]['bridge']}↔{u['ends'][1]['bridge']}" for u in a.report["uplinks"])
 
     def cross() -> None:
-        a.report["cross_node"] = {
-            **run_cross_node(a, b),
-            # not run yet by the two-node demo (docs/lab.md): VMs across nodes and the cross-node migration
-            "vm_ping": None,
-            "migration": None,
-        }
+        from vhostplug.lab.demo_crossvm import migration, vm_ping
+
+        a.report["cross_node"] = {**run_cross_node(a, b), "vm_ping": None, "migration": None}
+        a.report["cross_node"]["vm_ping"] = vm_ping(a, b)
+        a.report["cross_node"]["migration"] = migration(a, b)
 
     return [
         lambda: lab_up(a),
