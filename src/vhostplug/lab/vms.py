@@ -161,6 +161,12 @@ class Libvirt:
         self.stop()
 
 
+#: the lab guest's kernel command line before its vhp.* keys. no_timer_check: under TCG on a loaded host the guest's
+#: IO-APIC timer check times out and the kernel panics ("IO-APIC + timer doesn't work!", "8254 timer not connected to
+#: IO-APIC"); the check only guards broken hardware
+GUEST_CMDLINE = "console=ttyS0 quiet panic=-1 no_timer_check"
+
+
 def lab_domain_xml(
     name: str,
     console_log: Path,
@@ -171,9 +177,7 @@ def lab_domain_xml(
 ) -> str:
     """A virt-launcher-like domain (TCG, q35, no disks) booting the lab guest; the sidecar adds the interfaces."""
     guest = guest or Guest.find()
-    # no_timer_check: under TCG on a loaded host the guest's IO-APIC timer check times out and the kernel panics
-    # ("IO-APIC + timer doesn't work!", "8254 timer not connected to IO-APIC"); the check only guards broken hardware
-    full_cmdline = f"console=ttyS0 quiet panic=-1 no_timer_check {cmdline}".strip()
+    full_cmdline = f"{GUEST_CMDLINE} {cmdline}".strip()
     root = etree.Element("domain", nsmap={"qemu": QEMU_NS}, type="qemu")
     etree.SubElement(root, "name").text = name
     etree.SubElement(root, "memory", unit="MiB").text = str(memory_mb)

@@ -18,7 +18,7 @@ from typing import Any
 
 from vhostplug.lab.migration import MigrationError
 from vhostplug.lab.migration.qmp import Qmp
-from vhostplug.lab.vms import Guest
+from vhostplug.lab.vms import GUEST_CMDLINE, Guest
 
 QEMU = "qemu-system-x86_64"
 SOCKET_NAME = "vhu.sock"
@@ -96,7 +96,7 @@ class LabQemu:
             "-initrd",
             str(guest.initrd),
             "-append",
-            f"console=ttyS0 quiet panic=-1 {self.cmdline}".strip(),
+            f"{GUEST_CMDLINE} {self.cmdline}".strip(),
             "-serial",
             f"file:{self.console_log}",
             "-chardev",
