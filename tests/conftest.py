@@ -18,10 +18,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from vhostplug.lab.ovs import PrivateOvs
 
 REPO = Path(__file__).resolve().parent.parent
+
+# Property tests judge what a case answers, not how fast: on this 2-core machine, shared with OVS's busy PMD and
+# often with other work, one case can take 0.5 s, and hypothesis's default 200 ms deadline would fail it for that.
+settings.register_profile("vhostplug", deadline=None)
+settings.load_profile("vhostplug")
 
 
 def require_root() -> None:
