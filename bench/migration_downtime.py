@@ -9,8 +9,11 @@ from the serial consoles (it includes up to one ping interval), next to QEMU's o
 Runs BENCH_RUNS (default 5) migrations per mode, alternating same-node (a -> a) and cross-node (a -> b) so both see the
 same machine load, plus one timed run per mode whose timeline (QEMU, ovs-vswitchd log, port counters, RARP counter,
 MAC learning, ping replies) explains the gap; BENCH_ANNOUNCE=default keeps QEMU's announce timing (else the lab's
-fast announce, crossnode.FAST_ANNOUNCE). BENCH_RUN_DIR reuses a two-node lab that is up (else one is brought up in a
-temporary folder and taken down). Writes bench/results/migration_downtime.json. Needs root and the lab guest.
+fast announce, crossnode.FAST_ANNOUNCE) and BENCH_GUEST_ANNOUNCE=on lets the guest's driver announce (else QEMU does,
+by RARP through the vhost-user backend: ``guest_announce=off``). A run whose guest NIC stays silent after the
+switch-over (the known TCG flake) is counted and made again. BENCH_RUN_DIR reuses a two-node lab that is up (else one
+is brought up in a temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
+Needs root and the lab guest.
 """
 
 from __future__ import annotations
