@@ -38,11 +38,15 @@ export TMPDIR=$WORK
 cleanup() {
   if [ -n "${CTR:-}" ]; then buildah "${BUILDAH_OPTS[@]}" rm "$CTR" >/dev/null 2>&1 || true; fi
   buildah "${BUILDAH_OPTS[@]}" rmi --all --force >/dev/null 2>&1 || true
+  # an interrupted mmdebstrap leaves its chroot's mounts (/proc, /sys, /dev/pts and the host's own /dev/shm, the
+  # same tmpfs as $WORK): unmount them first, or rm would walk into the host's /dev/shm
+  { grep -o " $WORK/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" || true; done
   # vfs layers of buildah's private storage are plain folders; overlay is never mounted here
-  rm -rf "$WORK"
+  rm -rf --one-file-system "$WORK"
 }
 BUILDAH_OPTS=(--root "$WORK/storage" --runroot "$WORK/run" --storage-driver vfs)
 trap cleanup EXIT
+trap "exit 143" TERM INT HUP  # so that a stop still runs cleanup
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 t0=$SECONDS

@@ -97,7 +97,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # -- the project's image (tests/runtime/test_image.py) takes ~2 min to build in a fresh clone: when the session will
 # use it, its build starts as soon as the tests are collected and runs beside them. The `image` fixture runs the same
 # script, which waits for this build (a lock in build-image.sh) and finds the archive up to date; its own run is the
-# one judged. A build still running at the end of the session (a stop at the first failure) is ended.
+# one judged. A build still running when the session ends (a stop at the first failure) finishes on its own: killed
+# half-way, mmdebstrap would leave its chroot's mounts.
 _IMAGE_BUILD = pytest.StashKey[subprocess.Popen[bytes]]()
 
 
@@ -109,15 +110,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         log.parent.mkdir(exist_ok=True)
         with log.open("wb") as out:
             session.config.stash[_IMAGE_BUILD] = subprocess.Popen(
-                [str(REPO / "scripts" / "build-image.sh")], cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+                [str(REPO / "scripts" / "build-image.sh")],
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # not ended by a Ctrl-C of the session: it finishes and cleans up
             )
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    proc = config.stash.get(_IMAGE_BUILD, None)
-    if proc is not None and proc.poll() is None:
-        proc.terminate()  # build-image.sh's trap removes its work folder
-        proc.wait(timeout=60)
 
 
 # -- the real-Multus suite (tests/runtime/multus): runs wherever the binary is. Left out (never counted as passed, and
