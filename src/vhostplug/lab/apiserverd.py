@@ -9,18 +9,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
-from vhostplug.lab.ovs import pid_alive
+from vhostplug.lab import daemon
 from vhostplug.lab.paths import LabPaths
-
-
-class ApiServerStartError(RuntimeError):
-    pass
 
 
 def serve(run_dir: Path) -> None:
@@ -57,11 +51,7 @@ def url(paths: LabPaths) -> str | None:
 
 
 def _pid(paths: LabPaths) -> int | None:
-    try:
-        pid = int(paths.apiserver_pidfile.read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None
+    return daemon.pid_of(paths.apiserver_pidfile)
 
 
 def start(paths: LabPaths, timeout: float = 20.0) -> str:
@@ -70,33 +60,16 @@ def start(paths: LabPaths, timeout: float = 20.0) -> str:
         return running
     paths.run_dir.mkdir(parents=True, exist_ok=True)
     argv = [str(Path(sys.executable).with_name("vhostplug")), "lab", "apiserver", "--run-dir", str(paths.run_dir)]
-    with open(paths.apiserver_log, "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    paths.apiserver_pidfile.write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (running := url(paths)) is not None:
-            return running
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    stop(paths)
-    tail = "\n".join(paths.apiserver_log.read_text(errors="replace").splitlines()[-20:])
-    raise ApiServerStartError(f"the lab's stand-in kube-apiserver did not come up ({' '.join(argv)}):\n{tail}")
+    return daemon.start(
+        argv,
+        paths.apiserver_log,
+        paths.apiserver_pidfile,
+        lambda: url(paths),
+        "the lab's stand-in kube-apiserver",
+        timeout,
+        also=[paths.apiserver_url, paths.apiserver_kubeconfig],
+    )
 
 
 def stop(paths: LabPaths) -> int | None:
-    pid = _pid(paths)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    for p in (paths.apiserver_pidfile, paths.apiserver_url, paths.apiserver_kubeconfig):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return pid
+    return daemon.stop(paths.apiserver_pidfile, [paths.apiserver_url, paths.apiserver_kubeconfig])

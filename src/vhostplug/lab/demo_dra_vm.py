@@ -13,18 +13,13 @@ undone at cleanup.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.demo_dra import REQUEST, api_of, pod_and_claim, prepare
-from vhostplug.lab.demo_traffic import vhostplug_exe
 from vhostplug.lab.multus import NAMESPACE
-from vhostplug.lab.pods import ProcRef
-from vhostplug.lab.report import log_tail
 
 #: a static address on the VMs' subnet that its host-local range does not hand out
 DRA_VM_IP = "10.57.0.200/24"
@@ -40,41 +35,6 @@ def _host_bind(ctx: DemoContext, host_folder: str, container_folder: str) -> Non
             made.append(str(p))
     ctx.state.add("host_mounts", {"path": container_folder, "made": made})
     subprocess.run(["mount", "--bind", host_folder, container_folder], check=True, capture_output=True)
-
-
-def _sidecar(ctx: DemoContext, ph: Any, root: Path, pid: int) -> Path:
-    """The hook sidecar in the virt-launcher pod's mount namespace (where the claim's device metadata is)."""
-    hook = root / "hook.sock"
-    argv = [
-        "nsenter",
-        f"--mount=/proc/{pid}/ns/mnt",
-        "--",
-        vhostplug_exe(),
-        "kubevirt-sidecar",
-        "--socket",
-        str(hook),
-        "--network-info",
-        str(root / "network-info"),
-        "--links-dir",
-        str(root / "links"),
-    ]
-    ph.doing(" ".join(argv))
-    with open(root / "sidecar.log", "ab") as log:
-        proc = subprocess.Popen(
-            argv,
-            stdout=log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            env=dict(os.environ, NETWORK_BINDING_PLUGIN_NAME="vhostuser", CONTAINER_NAME="hook-sidecar-0"),
-            start_new_session=True,
-        )
-    ctx.state.add("sidecars", {"pid": proc.pid, "start": ProcRef.of(proc.pid).start, "socket": str(hook)})
-    deadline = time.monotonic() + 20
-    while not hook.is_socket():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the sidecar did not serve {hook}:\n{log_tail(root / 'sidecar.log')}")
-        time.sleep(0.05)
-    return hook
 
 
 def _vmi(name: str, pod_claim: str, mac: str) -> bytes:
@@ -99,7 +59,7 @@ def run_dra_vm(ctx: DemoContext) -> None:
 
     from vhostplug.kubevirt.hooks import v1alpha3_pb2, v1alpha3_pb2_grpc
     from vhostplug.lab import pods, vms
-    from vhostplug.lab.demo_vms import _traversable
+    from vhostplug.lab.demo_vms import _traversable, start_sidecar
     from vhostplug.lab.scheduler import Scheduler
 
     name = "virt-launcher-vm-d"
@@ -129,7 +89,7 @@ def run_dra_vm(ctx: DemoContext) -> None:
         ph.doing(f"compute container (the host): bind {host_folder} at {container_folder}")
         _host_bind(ctx, host_folder, container_folder)
         _traversable(ctx.paths.socket_root, root)
-        hook = _sidecar(ctx, ph, root, lab_pod.holder.pid)
+        hook = start_sidecar(ctx, ph, root, ["nsenter", f"--mount=/proc/{lab_pod.holder.pid}/ns/mnt", "--"])
         lv = vms.Libvirt()
         lv.start()
         for d in lv.started:

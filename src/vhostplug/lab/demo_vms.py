@@ -9,6 +9,7 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,8 +99,23 @@ def _launcher(ctx: DemoContext, ph: Any, lv: Any, who: str) -> dict[str, Any]:
     info = {"interfaces": [{"network": IFNAME, "deviceInfo": status["device-info"], "mac": status["mac"]}]}
     (root / "network-info").write_text(json.dumps(info))
     _traversable(ctx.paths.socket_root, root)
+    hook = start_sidecar(ctx, ph, root)
+    return {
+        "root": str(root),
+        "device": device,
+        "domain": ctx.names.domain(f"vm-{who}"),
+        "mac": status["mac"],
+        "ip": att.result["ips"][0]["address"],
+        "hook": str(hook),
+    }
+
+
+def start_sidecar(ctx: DemoContext, ph: Any, root: Path, wrap: Sequence[str] = ()) -> Path:
+    """Our hook sidecar for the virt-launcher in ``root`` (``wrap``: e.g. an ``nsenter`` into its pod's mount
+    namespace), recorded for cleanup; returns its hooks socket once the file is there."""
     hook = root / "hook.sock"
     argv = [
+        *wrap,
         vhostplug_exe(),
         "kubevirt-sidecar",
         "--socket",
@@ -125,14 +141,7 @@ def _launcher(ctx: DemoContext, ph: Any, lv: Any, who: str) -> dict[str, Any]:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the sidecar did not serve {hook}:\n{log_tail(root / 'sidecar.log')}")
         time.sleep(0.05)
-    return {
-        "root": str(root),
-        "device": device,
-        "domain": ctx.names.domain(f"vm-{who}"),
-        "mac": status["mac"],
-        "ip": att.result["ips"][0]["address"],
-        "hook": str(hook),
-    }
+    return hook
 
 
 def _define_vm(ctx: DemoContext, ph: Any, lv: Any, who: str, launcher: dict[str, Any]) -> None:

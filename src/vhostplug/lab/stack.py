@@ -9,21 +9,17 @@ from __future__ import annotations
 import contextlib
 import grp
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from vhostplug.cni.install import copy_ipam_plugins, install_shim
-from vhostplug.lab import apiserverd
+from vhostplug.lab import apiserverd, daemon
 from vhostplug.lab.demo_cleanup import cleanup as demo_cleanup
 from vhostplug.lab.demo_state import Names
 from vhostplug.lab.multus import RESOURCE
-from vhostplug.lab.ovs import PrivateOvs, pid_alive
+from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.paths import LabPaths
 
 
@@ -84,11 +80,7 @@ def agent_config(paths: LabPaths, ovs: PrivateOvs, apiserver: str | None = None)
 
 
 def _agent_pid(paths: LabPaths) -> int | None:
-    try:
-        pid = int(paths.agent_pidfile.read_text())
-    except (OSError, ValueError):
-        return None
-    return pid if pid_alive(pid) else None
+    return daemon.pid_of(paths.agent_pidfile)
 
 
 def start_agent(paths: LabPaths, ovs: PrivateOvs, timeout: float = 20.0, apiserver: str | None = None) -> int:
@@ -99,36 +91,22 @@ def start_agent(paths: LabPaths, ovs: PrivateOvs, timeout: float = 20.0, apiserv
     paths.agent_config.write_text(json.dumps(agent_config(paths, ovs, apiserver), indent=2))
     exe = Path(sys.executable).with_name("vhostplug")
     argv = [str(exe), "agent", "--config", str(paths.agent_config)]
-    with open(paths.agent_log, "ab") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
-    paths.agent_pidfile.write_text(str(proc.pid))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if paths.agent_socket.is_socket():
-            return proc.pid
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    tail = "\n".join(paths.agent_log.read_text(errors="replace").splitlines()[-20:])
-    stop_agent(paths)
-    raise LabError(f"the node agent did not come up ({' '.join(argv)}):\n{tail}")
+    try:
+        return daemon.start(
+            argv,
+            paths.agent_log,
+            paths.agent_pidfile,
+            lambda: _agent_pid(paths) if paths.agent_socket.is_socket() else None,
+            "the node agent",
+            timeout,
+            also=[paths.agent_socket],
+        )
+    except daemon.DaemonError as exc:
+        raise LabError(str(exc)) from None
 
 
 def stop_agent(paths: LabPaths) -> int | None:
-    pid = _agent_pid(paths)
-    if pid is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if pid_alive(pid):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-    for p in (paths.agent_pidfile, paths.agent_socket):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-    return pid
+    return daemon.stop(paths.agent_pidfile, [paths.agent_socket])
 
 
 def lab_up(run_dir: Path, hugepages: bool | None = None) -> dict[str, Any]:
