@@ -187,6 +187,23 @@ def write_json_in(folder: Path, name: str, obj: Any, mode: int = 0o644, own: Own
     return write_file_in(folder, name, json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n", mode, own)
 
 
+def read_json_in(folder: Path, name: str) -> Any:
+    """The JSON in ``folder/name``, opened through the folder's fd without following a link at either step; None
+    when the folder or the file is not there. ``ValueError`` when it does not parse."""
+    try:
+        root = open_dir_nofollow(folder)
+    except FileNotFoundError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
+    except FileNotFoundError:
+        return None
+    finally:
+        os.close(root)
+    with os.fdopen(fd, "rb") as f:
+        return json.loads(f.read())
+
+
 def is_socket(path: Path) -> bool:
     """Whether ``path`` itself (a link is not followed) is a unix socket."""
     try:

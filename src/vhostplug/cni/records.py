@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -125,18 +124,8 @@ class RecordStore:
 
     def _read(self, name: str) -> Record | None:
         try:
-            root = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
-        except FileNotFoundError:
-            return None
-        finally:
-            os.close(root)
-        try:
-            with os.fdopen(fd, "rb") as f:
-                return Record.from_json(json.loads(f.read()))
+            data = fsutil.read_json_in(self.root, name)
+            return None if data is None else Record.from_json(data)
         except (ValueError, KeyError, TypeError) as exc:
             LOG.warning("ignoring unreadable attachment record %s: %s", self.root / name, exc)
             return None

@@ -7,7 +7,6 @@ anything: a restarted agent rolls back claims left ``preparing`` and checks ``pr
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 from dataclasses import asdict, dataclass, field
@@ -109,18 +108,8 @@ class ClaimStore:
 
     def _read(self, name: str) -> ClaimRecord | None:
         try:
-            root = fsutil.open_dir_nofollow(self.root)
-        except FileNotFoundError:
-            return None
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=root)
-        except FileNotFoundError:
-            return None
-        finally:
-            os.close(root)
-        try:
-            with os.fdopen(fd, "rb") as f:
-                return ClaimRecord.from_json(json.loads(f.read()))
+            data = fsutil.read_json_in(self.root, name)
+            return None if data is None else ClaimRecord.from_json(data)
         except (ValueError, KeyError, TypeError) as exc:
             LOG.warning("ignoring unreadable claim record %s: %s", self.root / name, exc)
             return None
