@@ -160,10 +160,27 @@ class VhostUserVerbs:
         own = self.ctx.options.ownership
         require_ready(dp.ready())
         root = plan.folder.parent
+        if not root.exists():
+            root.mkdir(parents=True, mode=0o755)
+        prior = folders.folder_prior(plan.folder)
+        # the record first, naming the folder this ADD is about to make: an agent killed between making the folder
+        # and saving the record would leave a folder that no record names (DEL and GC go by the records)
+        record = new_record(
+            env,
+            conf,
+            raw,
+            att.port_name,
+            folder=str(plan.folder),
+            folder_made=prior is None,
+            socket_name=att.socket_name,
+            config_file=plan.config_file_name,
+            folder_prior=prior,
+            devinfo_file=plan.device_info_file,
+            mac=att.mac,
+        )
+        self.ctx.records.save(record)
+        undo.append(lambda: self.ctx.records.remove(att.container_id, att.ifname))
         try:
-            if not root.exists():
-                root.mkdir(parents=True, mode=0o755)
-            prior = folders.folder_prior(plan.folder)
             made = fsutil.ensure_dir(plan.folder, own)
         except fsutil.UnsafePathError as exc:
             raise CniError(UNSAFE_PATH, f"refusing the socket folder: {exc}") from None
@@ -171,21 +188,9 @@ class VhostUserVerbs:
             undo.append(lambda: fsutil.remove_dir(plan.folder))
         elif prior is not None:
             undo.append(lambda: folders.restore_folder(plan.folder, prior))
-        record = new_record(
-            env,
-            conf,
-            raw,
-            att.port_name,
-            folder=str(plan.folder),
-            folder_made=made,
-            socket_name=att.socket_name,
-            config_file=plan.config_file_name,
-            folder_prior=None if made else prior,
-            devinfo_file=plan.device_info_file,
-            mac=att.mac,
-        )
-        self.ctx.records.save(record)
-        undo.append(lambda: self.ctx.records.remove(att.container_id, att.ifname))
+        if made != (prior is None):  # it came or went in between: the record says what this ADD really made
+            record = replace(record, folder_made=made, folder_prior=None if made else prior)
+            self.ctx.records.save(record)
         # a socket left by an earlier user of this folder would make the app's bind fail
         folders.unlink_socket(plan.folder, att.socket_name)
         ipam_result: dict[str, Any] = {}
