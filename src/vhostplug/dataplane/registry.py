@@ -1,16 +1,19 @@
 """The backend registry: a plain dict from name to a factory taking the agent's dataplane settings (the agent's
-config accepts exactly these names). Test doubles are not here: ``vhostplug_testsupport.noopdataplane``."""
+config accepts exactly these names). Test doubles are not here: ``vhostplug_testsupport.noopdataplane``.
+A factory imports its backend's client libraries when called, so reading the names (the agent's config check) is
+quick: a refused configuration answers before ovsdbapp is loaded."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
 
-from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.protocols import Dataplane
 
 
 def _ovs(endpoint: str, ovs_rundir: Path) -> Dataplane:
+    from vhostplug.dataplane.ovs import OvsDataplane
+
     return OvsDataplane(endpoint, ovs_rundir=ovs_rundir)
 
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -28,17 +32,38 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("config", "expect"), CASES, ids=[c[1] for c in CASES])
-def test_bad_config_stops_the_agent_naming_the_key(short_dir: Path, config: dict[str, object], expect: str) -> None:
-    listen = short_dir / "agent.sock"
-    config = {"listen": str(listen), "devicePluginDir": str(short_dir / "dp"), **config}
-    path = short_dir / "agent.json"
+IDS = [c[1] for c in CASES]
+
+
+def _refuse(folder: Path, config: dict[str, object]) -> subprocess.CompletedProcess[str]:
+    config = {"listen": str(folder / "agent.sock"), "devicePluginDir": str(folder / "dp"), **config}
+    path = folder / "agent.json"
     path.write_text(json.dumps(config))
-    proc = subprocess.run([VHOSTPLUG, "agent", "--config", str(path)], capture_output=True, text=True, timeout=60)
+    return subprocess.run([VHOSTPLUG, "agent", "--config", str(path)], capture_output=True, text=True, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def refused() -> Iterator[dict[str, tuple[Path, subprocess.CompletedProcess[str]]]]:
+    """Every case's agent, each in its own folder: the starts are independent, so they run side by side."""
+    folders = [Path(tempfile.mkdtemp(prefix="vhp-cfg-", dir="/tmp")) for _ in CASES]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            procs = list(pool.map(_refuse, folders, [c[0] for c in CASES]))
+        yield dict(zip(IDS, zip(folders, procs, strict=True), strict=True))
+    finally:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.parametrize("expect", IDS, ids=IDS)
+def test_bad_config_stops_the_agent_naming_the_key(
+    refused: dict[str, tuple[Path, subprocess.CompletedProcess[str]]], expect: str
+) -> None:
+    folder, proc = refused[expect]
     assert proc.returncode == 2, proc.stderr
     assert expect in proc.stderr
-    assert not listen.exists(), "a refused configuration still started the CNI server"
-    assert not (short_dir / "dp").exists() or list((short_dir / "dp").iterdir()) == []
+    assert not (folder / "agent.sock").exists(), "a refused configuration still started the CNI server"
+    assert not (folder / "dp").exists() or list((folder / "dp").iterdir()) == []
 
 
 def test_yaml_config_and_flag_overrides(short_dir: Path) -> None:
