@@ -316,6 +316,5 @@ class Sidecar:
         try:
             while not self.stopping.wait(0.5):
                 pass
-            time.sleep(0.2)  # let the Shutdown reply leave before the server goes
-        finally:
+        finally:  # stop's grace lets a Shutdown call's reply leave before the server goes
             self.stop()

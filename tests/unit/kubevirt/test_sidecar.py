@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -56,6 +59,8 @@ class Running:
     sock: Path
     info: Path
     links: Path
+    dra: Path
+    log: Path
     channel: grpc.Channel
 
     def info_stub(self) -> info_pb2_grpc.InfoStub:
@@ -68,41 +73,43 @@ class Running:
         return v1alpha2_pb2_grpc.CallbacksStub(self.channel)
 
 
-@pytest.fixture
-def sidecar(short_dir: Path) -> Iterator[Running]:
-    sock = short_dir / "hooks" / "vhu.sock"
-    info = short_dir / "network-info"
+@contextlib.contextmanager
+def run_sidecar(folder: Path, wait_timeout: float) -> Iterator[Running]:
+    """`vhostplug kubevirt-sidecar` serving in ``folder``, its log in ``folder/sidecar.log``; stopped by SIGTERM."""
+    sock = folder / "hooks" / "vhu.sock"
+    info = folder / "network-info"
     info.write_text("")  # the downward API file starts empty
-    links = short_dir / "links"
+    log = folder / "sidecar.log"
     env = dict(os.environ, NETWORK_BINDING_PLUGIN_NAME="vhostuser", CONTAINER_NAME="hook-sidecar-0")
-    proc = subprocess.Popen(
-        [
-            str(VHOSTPLUG),
-            "kubevirt-sidecar",
-            "--socket",
-            str(sock),
-            "--network-info",
-            str(info),
-            "--links-dir",
-            str(links),
-            "--wait-timeout",
-            "2",
-            "--dra-metadata-dir",
-            str(short_dir / "dra"),
-        ],
-        env=env,
-        stderr=subprocess.PIPE,
-    )
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [
+                str(VHOSTPLUG),
+                "kubevirt-sidecar",
+                "--socket",
+                str(sock),
+                "--network-info",
+                str(info),
+                "--links-dir",
+                str(folder / "links"),
+                "--wait-timeout",
+                str(wait_timeout),
+                "--dra-metadata-dir",
+                str(folder / "dra"),
+            ],
+            env=env,
+            stderr=log_file,
+        )
     deadline = time.monotonic() + 20
     while not sock.is_socket():
-        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "sidecar socket never appeared"
         time.sleep(0.05)
     channel = grpc.insecure_channel(f"unix:{sock}")
     # the socket file appears when gRPC binds it, a moment before the server listens: wait until it answers
     grpc.channel_ready_future(channel).result(timeout=max(1.0, deadline - time.monotonic()))
     try:
-        yield Running(proc, sock, info, links, channel)
+        yield Running(proc, sock, info, folder / "links", folder / "dra", log, channel)
     finally:
         channel.close()
         if proc.poll() is None:
@@ -112,6 +119,45 @@ def sidecar(short_dir: Path) -> Iterator[Running]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# A sidecar that is waited on for device info gives up after --wait-timeout. The tests of what it does with the
+# info it finds (or of the error when it finds none) share one that gives up soon; the tests of the wait itself
+# start their own with a timeout well beyond their writer's delay.
+SHORT_WAIT = 0.5
+LONG_WAIT = 5.0
+
+
+@pytest.fixture(scope="module")
+def shared_sidecar() -> Iterator[Running]:
+    folder = Path(tempfile.mkdtemp(prefix="vhp-sc-", dir="/tmp"))
+    try:
+        with run_sidecar(folder, SHORT_WAIT) as running:
+            yield running
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def sidecar(shared_sidecar: Running) -> Iterator[Running]:
+    """The module's sidecar, as a test finds a fresh one: empty network-info, no DRA metadata, no links."""
+    s = shared_sidecar
+    assert s.proc.poll() is None, s.log.read_text()
+    s.info.write_text("")
+    yield s
+    # the test leaves it serving, and its files are removed for the next
+    assert s.proc.poll() is None, s.log.read_text()
+    assert s.info_stub().Info(info_pb2.InfoParams(), timeout=5.0).name == "vhostuser-network-binding"
+    s.info.write_text("")
+    shutil.rmtree(s.dra, ignore_errors=True)
+    shutil.rmtree(s.links, ignore_errors=True)
+
+
+@pytest.fixture
+def own_sidecar(short_dir: Path) -> Iterator[Running]:
+    """A sidecar of the test's own: for a test that stops it, or waits on it for device info."""
+    with run_sidecar(short_dir, LONG_WAIT) as running:
+        yield running
 
 
 def test_info_answers_fast(sidecar: Running) -> None:
@@ -124,7 +170,8 @@ def test_info_answers_fast(sidecar: Running) -> None:
     assert {h.name for h in res.hookPoints} == {"OnDefineDomain", "Shutdown"}
 
 
-def test_define_domain_v1alpha3_links_and_shutdown(sidecar: Running, short_dir: Path) -> None:
+def test_define_domain_v1alpha3_links_and_shutdown(own_sidecar: Running, short_dir: Path) -> None:
+    sidecar = own_sidecar
     dev = short_dir / "dev-07"
     dev.mkdir()
     sidecar.info.write_text(network_info(net1=f"{dev}/vhu.sock"))
@@ -145,7 +192,8 @@ def test_define_domain_v1alpha3_links_and_shutdown(sidecar: Running, short_dir: 
     assert not sidecar.sock.exists()
 
 
-def test_define_domain_v1alpha2_waits_for_device_info(sidecar: Running, short_dir: Path) -> None:
+def test_define_domain_v1alpha2_waits_for_device_info(own_sidecar: Running, short_dir: Path) -> None:
+    sidecar = own_sidecar
     dev = short_dir / "dev-1"
     timer = threading.Timer(0.6, lambda: sidecar.info.write_text(network_info(blue=f"{dev}/vhu.sock")))
     timer.start()
@@ -239,7 +287,7 @@ def test_dra_network_from_template_claim_metadata(sidecar: Running, short_dir: P
     dra_dev.mkdir()
     plain_dev = short_dir / "dev-2"
     write_metadata(
-        short_dir / "dra",
+        sidecar.dra,
         f"resourceclaimtemplates/vhu-net/vhu/{dm.VHOSTPLUG_DRIVER}-metadata.json",
         f"{dra_dev}/vhu.sock",
     )
@@ -263,13 +311,14 @@ def test_dra_network_from_template_claim_metadata(sidecar: Running, short_dir: P
     assert validate(out).returncode == 0, validate(out).stderr
 
 
-def test_dra_direct_claim_waits_for_deferred_metadata(sidecar: Running, short_dir: Path) -> None:
+def test_dra_direct_claim_waits_for_deferred_metadata(own_sidecar: Running, short_dir: Path) -> None:
     """A claim the pod names directly is found under resourceclaims/<its name>; an empty file (metadata a driver
     writes later) is waited for, not an error."""
+    sidecar = own_sidecar
     rel = f"resourceclaims/shared-vhu/vhu/{dm.VHOSTPLUG_DRIVER}-metadata.json"
-    f = write_metadata(short_dir / "dra", rel, "", content="")
+    f = write_metadata(sidecar.dra, rel, "", content="")
     dev = short_dir / "dra-dev"
-    timer = threading.Timer(0.6, lambda: write_metadata(short_dir / "dra", rel, f"{dev}/vhu.sock", mtu=1500))
+    timer = threading.Timer(0.6, lambda: write_metadata(sidecar.dra, rel, f"{dev}/vhu.sock", mtu=1500))
     timer.start()
     try:
         the_vmi = dra_vmi({"net1": ("vhu-net", "vhu")}, [{"name": "vhu-net", "resourceClaimName": "shared-vhu"}])
@@ -304,7 +353,7 @@ def test_dra_metadata_faults_are_grpc_statuses(
 ) -> None:
     if content is not None:
         write_metadata(
-            short_dir / "dra",
+            sidecar.dra,
             f"resourceclaimtemplates/vhu-net/vhu/{dm.VHOSTPLUG_DRIVER}-metadata.json",
             "",
             content=content,
