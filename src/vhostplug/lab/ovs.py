@@ -2,7 +2,9 @@
 
 Never touches the system's /var/run/openvswitch and needs no systemd. DPDK runs with ``--no-huge`` by default (or
 2 MB hugepages on an own hugetlbfs mount, as a node runs it: ``vhostplug lab up`` takes them when the machine's pool
-has room, :func:`hugepages_fit`), one PMD core, and is waited for until ``dpdk_initialized=true``.
+has room, :func:`hugepages_fit`), one PMD core, and is waited for until ``dpdk_initialized=true``. Its PMD polls all
+the time, as a node's does, unless :data:`PMD_MAXSLEEP_ENV` lets it sleep while idle (the test suite does: an idle
+PMD then leaves its core to the tests instead of spinning on it whenever a port exists).
 ``stop`` leaves nothing: no process, no run-dir file, no ``/var/run/dpdk/<prefix>``, no tap of a netdev bridge.
 
 ovs-vswitchd runs in a network namespace of its own (only the network namespace: files and sockets are shared).
@@ -19,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +66,19 @@ def hugepages_fit(mb: int = SOCKET_MEM_MB) -> bool:
     return hugepages_free_mb() >= mb
 
 
+#: microseconds an idle PMD may sleep (OVS >= 3.1 ``other_config:pmd-maxsleep``, 0-10000); unset or 0: it never sleeps.
+#: Costs up to that much latency on a lightly loaded port and nothing under load (a busy PMD does not sleep).
+PMD_MAXSLEEP_ENV = "VHOSTPLUG_LAB_PMD_MAXSLEEP_US"
+
+
+def pmd_maxsleep_from_env() -> int:
+    """:data:`PMD_MAXSLEEP_ENV` as a number of microseconds; a value that is not one in 0-10000 is refused."""
+    raw = os.environ.get(PMD_MAXSLEEP_ENV, "").strip() or "0"
+    if not raw.isdigit() or int(raw) > 10000:
+        raise ValueError(f"{PMD_MAXSLEEP_ENV}={raw!r}: expected microseconds, 0-10000")
+    return int(raw)
+
+
 class OvsStartError(RuntimeError):
     """The private OVS did not come up; the message carries the log tail."""
 
@@ -74,6 +89,7 @@ class OvsConfig:
     memory_mb: int = 2048  # less makes the mbuf pool fail without hugepages
     hugepages: bool = False
     ready_timeout: float = 90.0
+    pmd_maxsleep_us: int = field(default_factory=pmd_maxsleep_from_env)
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
@@ -240,6 +256,8 @@ class PrivateOvs:
 
     def _dpdk_other_config(self) -> dict[str, str]:
         cfg = {"dpdk-init": "true", "pmd-cpu-mask": self.config.pmd_cpu_mask, ovsvhost.OTHER_CONFIG_SOCK_DIR: "vhost"}
+        if self.config.pmd_maxsleep_us:
+            cfg["pmd-maxsleep"] = str(self.config.pmd_maxsleep_us)
         base = f"--no-pci --file-prefix={self.prefix}"
         if self.config.hugepages:
             cfg.update(

@@ -12,7 +12,7 @@ import pytest
 from tests.conftest import require_root
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.dataplane.ovs import OvsDataplane
-from vhostplug.lab.ovs import PrivateOvs, pid_alive
+from vhostplug.lab.ovs import PMD_MAXSLEEP_ENV, PrivateOvs, pid_alive
 from vhostplug.lab.testpmd import Testpmd
 from vhostplug.model import Attachment
 from vhostplug_testsupport.bridges import delete_bridge_if_ours
@@ -29,6 +29,37 @@ def test_private_ovs_is_initialised(private_ovs: PrivateOvs) -> None:
     rows = ovsdb_rpc.select(private_ovs.endpoint, "Open_vSwitch", columns=["other_config"])
     other = ovsdb_rpc.ovs_map(rows[0]["other_config"])
     assert "--no-huge" in other["dpdk-extra"] and other["pmd-cpu-mask"] == "0x2"
+    assert other["pmd-maxsleep"] == os.environ[PMD_MAXSLEEP_ENV]  # tests/conftest.py
+
+
+def _pmd_cpu_s(pid: int) -> float:
+    """CPU time of ovs-vswitchd's PMD threads (time on the CPU only: schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if (task / "comm").read_text().startswith("pmd"):
+            total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def test_an_idle_pmd_with_a_port_sleeps_instead_of_spinning(private_ovs: PrivateOvs, short_dir: Path, unique: str) -> None:
+    """With a port and no traffic the PMD would poll its core flat out; with pmd-maxsleep it leaves it to others."""
+    dp = OvsDataplane(private_ovs.endpoint, ovs_rundir=private_ovs.run_dir)
+    att = Attachment(f"idle{unique}", "net1", f"vhi{unique}", short_dir, "vhu.sock", bridge=f"bri{unique}")
+    pid = private_ovs.pids()[1]
+    assert pid
+    try:
+        dp.attach(att)
+        deadline = time.monotonic() + 10
+        while _pmd_cpu_s(pid) == 0.0 and time.monotonic() < deadline:  # the PMD thread exists once a port has an rxq
+            time.sleep(0.05)
+        t0, c0 = time.monotonic(), _pmd_cpu_s(pid)
+        time.sleep(1.0)  # the measurement window itself
+        share = (_pmd_cpu_s(pid) - c0) / (time.monotonic() - t0)
+        assert share < 0.2, f"the idle PMD used {share:.0%} of its core with pmd-maxsleep set"
+    finally:
+        dp.detach(att.port_name)
+        delete_bridge_if_ours(dp.endpoint, att.bridge)
+        dp.close()
 
 
 def test_testpmd_connects_to_dpdkvhostuserclient_port(private_ovs: PrivateOvs, short_dir: Path, unique: str) -> None:
