@@ -59,6 +59,16 @@ class Agent:
                 section = self._dp_config.section(name)
                 if callable(getattr(section, "ownership", None)):
                     section.ownership().resolved(f"devicePlugin.{name}")
+        policy = config.to_policy()
+        self.slices: Any = None
+        if config.dra.enabled:  # built (and so validated) before anything starts
+            from vhostplug.dra.publisher import from_config as slice_publisher
+
+            try:
+                vdpa_pools = self._dp_config.vdpa if self._dp_config is not None else None
+                self.slices = slice_publisher(config.dra, policy, vdpa_pools)
+            except ValueError as exc:
+                raise ConfigError(f"invalid dra configuration: {exc}") from None
         # checked: now the machinery
         from vhostplug.agent.http import HttpEndpoint
         from vhostplug.agent.metrics import Metrics
@@ -79,18 +89,9 @@ class Agent:
             ownership=ownership,
             state_dir=config.state_dir,
             vdpa=vdpa,
-            policy=config.to_policy(),
+            policy=policy,
         )
         self.handler = CniHandler(self.dataplane, options)
-        self.slices: Any = None
-        if config.dra.enabled:  # built (and so validated) before anything starts
-            from vhostplug.dra.publisher import from_config as slice_publisher
-
-            try:
-                vdpa_pools = self._dp_config.vdpa if self._dp_config is not None else None
-                self.slices = slice_publisher(config.dra, options.policy, vdpa_pools)
-            except ValueError as exc:
-                raise ConfigError(f"invalid dra configuration: {exc}") from None
         self.dra: Any = None
         if config.dra.enabled:  # the kubelet plugin (vhostplug.dra.node)
             from vhostplug.dra.node import DraNode
