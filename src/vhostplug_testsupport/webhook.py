@@ -212,15 +212,17 @@ def start_webhook(api: ApiServer, tls_dir: Path, *extra: str, stem: str = "webho
     cmd += ["--health-port", str(health_port), *extra]
     proc = subprocess.Popen(cmd, **popen)
     deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(f"webhook exited with {proc.returncode}") from None
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("webhook did not listen within 20 s") from None
-            time.sleep(0.1)
+    # the review port listens a moment before the health port: a test may ask either at once
+    for listening in (port, health_port):
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", listening), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"webhook exited with {proc.returncode}") from None
+                if time.monotonic() > deadline:
+                    proc.kill()
+                    raise RuntimeError(f"webhook did not listen on {listening} within 20 s") from None
+                time.sleep(0.05)
     return Webhook(proc, port, cert, key, health_port)

@@ -120,6 +120,8 @@ def health_routes(health: Health) -> list[web.RouteDef]:
         return web.json_response({"status": "ok", **health.snapshot()})
 
     async def readyz(request: web.Request) -> web.Response:
+        if health.certs is not None:  # the files as they are now (two stats), not as the last watch saw them
+            health.certs.check()
         why = health.not_ready()
         if why is not None:
             return web.json_response({"status": "not ready", "reason": why, **health.snapshot()}, status=503)
