@@ -63,6 +63,11 @@ class Dataplane(Protocol):
         """Remove the port (its bridge stays). False when it was not there."""
         ...
 
+    def detach_netdev(self, port_name: str, timeout: float = 5.0) -> bool:
+        """:meth:`detach` a kernel netdev's port and wait (up to ``timeout``) until the switch has let go of the netdev,
+        so that the caller can give it back its own link state. False when it was not there."""
+        ...
+
     def get_port(self, port_name: str) -> VhostUserPort | None: ...
 
     def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:

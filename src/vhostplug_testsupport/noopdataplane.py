@@ -61,6 +61,9 @@ class NoopDataplane:
     def detach(self, port_name: str) -> bool:
         return self._ports.pop(port_name, None) is not None
 
+    def detach_netdev(self, port_name: str, timeout: float = 5.0) -> bool:
+        return self.detach(port_name)
+
     def get_port(self, port_name: str) -> VhostUserPort | None:
         return self._ports.get(port_name)
 

@@ -155,20 +155,29 @@ class _DetachCommand(ovs_command.BaseCommand):  # type: ignore[misc]
     """Remove one Port (and its Interfaces) from whichever bridge holds it: ovsdbapp's del_port would first build a
     Row for every port of every bridge to find it (O(ports) per call)."""
 
-    def __init__(self, api: Any, port_name: str) -> None:
+    def __init__(self, api: Any, port_name: str, bump: bool = False) -> None:
         super().__init__(api)
         self.port_name = port_name
+        self.bump = bump  # also ask ovs-vswitchd to say when it has applied it (next_cfg)
+        self.next_cfg: int | None = None
 
     def run_idl(self, txn: Any) -> None:
         port = idlutils.row_by_value(self.api.idl, "Port", "name", self.port_name, None)
         if port is None:
             return
+        if self.bump:
+            self.api._ovs.increment("next_cfg")
         for bridge in self.api.tables["Bridge"].rows.values():
             if _lists_port(bridge, port.uuid):
                 bridge.delvalue("ports", port)
         for iface in port.interfaces:
             iface.delete()
         port.delete()
+
+    def post_commit(self, txn: Any) -> None:
+        if self.bump:
+            value = txn.get_increment_new_value()
+            self.next_cfg = value if isinstance(value, int) and value >= 0 else None
 
 
 def _port_of(api: Any, iface: Any) -> Any:
@@ -404,6 +413,33 @@ class OvsDataplane:
             raise
         except Exception as exc:
             self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
+        return True
+
+    def detach_netdev(self, port_name: str, timeout: float = 5.0) -> bool:
+        with self._read() as api:
+            present = idlutils.row_by_value(api.idl, "Port", "name", port_name, None) is not None
+        if not present:
+            return False
+        command = _DetachCommand(api, port_name, bump=True)
+        try:
+            txn = BoundedTxn(api, self.timeout)
+            txn.add(command)
+            txn.commit()
+        except DataplaneUnavailable:
+            raise
+        except Exception as exc:
+            self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
+        if command.next_cfg is None:
+            return True
+        # ovs-vswitchd closes the netdev when it applies the removal, and writes the link's flags back from its own
+        # cache as it does: a link state the caller sets before that would be overwritten
+        until = time.monotonic() + deadline.bounded(timeout)
+        while time.monotonic() < until:
+            with self._read() as api:
+                if (api._ovs.cur_cfg or 0) >= command.next_cfg:
+                    return True
+            time.sleep(0.01)
+        LOG.warning("ovs-vswitchd did not apply the removal of %s within %.1f s", port_name, timeout)
         return True
 
     def _raise_unavailable_or(self, exc: Exception, what: str) -> None:

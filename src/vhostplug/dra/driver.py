@@ -250,7 +250,7 @@ class Driver:
             raise DataplaneError(str(exc)) from None
         undo.append(lambda: self._restore_representor(dev))
         self.dataplane.attach_netdev(self._netdev_port(rec, dev), timeout=self.o.attach_timeout)
-        undo.append(lambda: self.dataplane.detach(dev.representor))
+        undo.append(lambda: self.dataplane.detach_netdev(dev.representor))
 
     def _restore_representor(self, dev: DeviceRecord) -> None:
         changes: dict[str, Any] = {"state": "up" if dev.rep_up else "down"}
@@ -403,7 +403,10 @@ class Driver:
             if dev.port_name:
                 port = self.dataplane.get_port(dev.port_name)
                 if port is not None and port.external_ids.get(ovsvhost.ID_DRA_CLAIM) == rec.uid:
-                    self.dataplane.detach(dev.port_name)
+                    if dev.representor:
+                        self.dataplane.detach_netdev(dev.port_name)
+                    else:
+                        self.dataplane.detach(dev.port_name)
             if dev.representor:
                 self._restore_representor(dev)
             if dev.folder and dev.folder_made:

@@ -248,7 +248,7 @@ class VdpaAttacher:
     def undo_port(self, port: VhostUserPort, netns: str | None) -> None:
         """Give back what ADD made around the port (the device-info file is the caller's, from the record)."""
         ids = port.external_ids
-        self.dp.detach(port.name)
+        self.dp.detach_netdev(port.name)
         if ids.get(ovsvhost.ID_VDPA_DRIVER) == "virtio":
             self._return_netdev(ids, netns or ids.get(ovsvhost.ID_NETNS) or "")
         sw = self.dp.netdev_namespace()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,9 @@ import pytest
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.dataplane.ovs import OvsDataplane
 from vhostplug.lab.ovs import PrivateOvs
-from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, Mode
+from vhostplug.model import EXTERNAL_ID_ATTACHMENT, Attachment, Mode, NetdevPort
 from vhostplug.protocols import DataplaneError, DataplaneUnavailable
+from vhostplug.vdpa import netdev
 from vhostplug_testsupport.bridges import delete_bridge_if_ours
 
 
@@ -148,3 +151,33 @@ def test_meanwhile_runs_after_the_commit_and_its_failure_removes_the_port(
         dp.attach(att, meanwhile=fail)
     assert ovsdb_rpc.select(private_ovs.endpoint, "Interface", [["name", "==", att.port_name]]) == []
     assert dp.get_port(att.port_name) is None
+
+
+def test_detach_netdev_returns_once_the_switch_let_go_of_the_netdev(
+    dp: OvsDataplane, private_ovs: PrivateOvs, unique: str
+) -> None:
+    """ovs-vswitchd writes a system port's link flags back from its own cache when it closes the netdev: a link state
+    set right after a plain detach could be overwritten (the DRA vDPA test once saw its representor come back up).
+    After detach_netdev the switch has applied the removal, so the caller's own state stays."""
+    sw = dp.netdev_namespace()
+    assert sw is not None  # the private OVS runs in a namespace of its own
+    rep, peer = f"vr{unique}", f"vp{unique}"
+    subprocess.run(["ip", "-n", private_ovs.netns, "link", "add", rep, "type", "veth", "peer", "name", peer], check=True)
+    bridge = f"brn{unique}"
+    try:
+        for round_ in range(15):  # a plain detach let the switch turn the link up again in ~1 round of 10 here
+            netdev.set_link(rep, sw, state="up")
+            dp.attach_netdev(NetdevPort(rep, bridge, ((EXTERNAL_ID_ATTACHMENT, f"n{unique}/{round_}"),), None, None))
+            assert dp.detach_netdev(rep) is True
+            rows = ovsdb_rpc.select(private_ovs.endpoint, "Open_vSwitch", columns=["cur_cfg", "next_cfg"])
+            assert rows[0]["cur_cfg"] == rows[0]["next_cfg"]  # nothing else writes this bridge's OVS meanwhile
+            netdev.set_link(rep, sw, state="down")
+            watch_until = time.monotonic() + 0.15  # a late write of the flags came within ~50 ms
+            while time.monotonic() < watch_until:
+                link = netdev.get(rep, sw)
+                assert link is not None and not link.up, f"round {round_}: the switch set {rep} up after detach_netdev"
+                time.sleep(0.01)
+        assert dp.detach_netdev(rep) is False  # not there any more
+    finally:
+        subprocess.run(["ip", "-n", private_ovs.netns, "link", "del", rep], check=False)
+        delete_bridge_if_ours(dp.endpoint, bridge)
