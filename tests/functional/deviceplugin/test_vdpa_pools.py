@@ -86,6 +86,8 @@ def test_allocate_through_grpc(vdpa_rig: tuple[Rig, FakeSys]) -> None:
     assert info["0000:65:00.3"]["vdpa"]["mount"] == "/dev/vhost-vdpa-1"
     dp = json.loads((rig.devinfo / "dp" / "vhostplug.io-vdpa_mlx-vdpa1-device.json").read_text())
     assert dp["type"] == "vdpa" and dp["vdpa"]["path"] == "/dev/vhost-vdpa-1"
+    # each pool is its own plugin: the virtio one's first ListAndWatch may come after the mlx one's
+    rig.kubelet.wait_for(VIRTIO, lambda d: len(d) == 1, timeout=5)
     _, vresp = rig.kubelet.allocate(VIRTIO, 1)
     assert list(vresp.devices) == []
     assert vresp.envs["PCIDEVICE_VHOSTPLUG_IO_VDPA_VIRTIO_NETDEVS"] == "eth7"
