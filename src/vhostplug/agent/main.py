@@ -1,9 +1,9 @@
 """Wiring of the node agent: configuration -> dataplane -> CNI handler and server, device plugin, DRA ResourceSlice
 publisher, client-mode socket relocator, metrics; runs until SIGTERM/SIGINT and then stops everything it started.
 
-The configuration is checked first, with only its own models loaded: the machinery (ovsdbapp, pyroute2, aiohttp,
+The configuration is checked first, with only its own models loaded: the machinery (ovsdbapp, pyroute2,
 prometheus_client, the CNI handler) is imported after, so a refused configuration answers in a fraction of the time
-a start takes (``python -X importtime``)."""
+a start takes (``python -X importtime``); aiohttp only when ``metricsPort`` asks for the HTTP endpoint."""
 
 from __future__ import annotations
 
@@ -70,7 +70,6 @@ class Agent:
             except ValueError as exc:
                 raise ConfigError(f"invalid dra configuration: {exc}") from None
         # checked: now the machinery
-        from vhostplug.agent.http import HttpEndpoint
         from vhostplug.agent.metrics import Metrics
         from vhostplug.agent.server import CniServer
         from vhostplug.cni.handler import CniHandler
@@ -104,7 +103,11 @@ class Agent:
             except ValueError as exc:
                 raise ConfigError(f"invalid dra configuration: {exc}") from None
         self.metrics = Metrics(config.dataplane.ovsdb if config.dataplane.backend == "ovs" else None)
-        self.http = HttpEndpoint(self.metrics, self.handler.readiness)
+        self.http: Any = None
+        if config.metrics_port:  # aiohttp only for an agent that serves /metrics, /healthz and /readyz
+            from vhostplug.agent.http import HttpEndpoint
+
+            self.http = HttpEndpoint(self.metrics, self.handler.readiness)
         self.server = CniServer(config.listen, self.handler.handle, self.metrics.observe)
         self._stop = asyncio.Event()
 
@@ -160,12 +163,13 @@ class Agent:
                 self.slices.start()
             if self.dra is not None:
                 await asyncio.to_thread(self.dra.start)
-            if self.config.metrics_port:
+            if self.http is not None:
                 await self.http.start(self.config.metrics_port, self.config.metrics_address)
             LOG.info("vhostplug agent listening on %s (OVSDB %s)", self.config.listen, self.config.dataplane.ovsdb)
             await self._relocator()
         finally:
-            await self.http.stop()
+            if self.http is not None:
+                await self.http.stop()
             await self.server.stop()
             if self.device_plugins is not None:
                 self.device_plugins.stop()
