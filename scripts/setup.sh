@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PKGS=(openvswitch-switch-dpdk openvswitch-common dpdk dpdk-dev qemu-system-x86 libvirt-daemon-system libvirt-clients
       libxml2-utils libvirt-dev pkg-config busybox-static linux-image-amd64 containernetworking-plugins iproute2 cpio
       kmod procps psmisc util-linux containerd runc mmdebstrap buildah linux-perf iputils-ping
-      prometheus podman)
+      prometheus podman xz-utils)
 
 missing=()
 for p in "${PKGS[@]}"; do
