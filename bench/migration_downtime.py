@@ -10,7 +10,8 @@ Runs BENCH_RUNS (default 5) migrations per mode, alternating same-node (a -> a) 
 same machine load, plus one timed run per mode whose timeline (QEMU, ovs-vswitchd log, port counters, RARP counter,
 MAC learning, ping replies) explains the gap; BENCH_ANNOUNCE=default keeps QEMU's announce timing (else the lab's
 fast announce, crossnode.FAST_ANNOUNCE) and BENCH_GUEST_ANNOUNCE=on lets the guest's driver announce (else QEMU does,
-by RARP through the vhost-user backend: ``guest_announce=off``). A run whose guest NIC stays silent after the
+by RARP through the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off keeps the source node's switch
+from forgetting the VM's MAC at the switch-over (crossnode.CrossNodeMigration.forget_mac). A run whose guest NIC stays silent after the
 switch-over (the known TCG flake) is counted and made again. BENCH_RUN_DIR reuses a two-node lab that is up (else one
 is brought up in a temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
 Needs root and the lab guest.
@@ -44,6 +45,7 @@ SILENT = re.compile(r"only 0 of \d+ ping replies")
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 INTERVAL = float(os.environ.get("BENCH_INTERVAL", "0.02"))
 GUEST_ANNOUNCE = os.environ.get("BENCH_GUEST_ANNOUNCE", "off") == "on"
+FORGET = os.environ.get("BENCH_FORGET", "on") != "off"
 ANNOUNCE = None if os.environ.get("BENCH_ANNOUNCE") == "default" else FAST_ANNOUNCE
 OUT = Path(os.environ.get("BENCH_OUT", Path(__file__).resolve().parent / "results" / "migration_downtime.json"))
 
@@ -59,6 +61,7 @@ def one(a: DemoContext, target: DemoContext, timeline: bool) -> dict[str, Any]:
         interval=INTERVAL,
         announce=ANNOUNCE,
         guest_announce=GUEST_ANNOUNCE,
+        forget_mac=FORGET,
     )
     try:
         mig.boot()
@@ -154,7 +157,9 @@ def main() -> None:
         "and everything else unpinned",
         "setup": f"two-node lab, TCG q35 256 MiB guest, vhost-user via each node's OVS-DPDK (no hugepages), devices "
         f"and ports from the nodes' agents, testpmd icmpecho peer pod on node-a, guest ping interval {INTERVAL} s, "
-        f"precopy over a unix socket, downtime-limit 100 ms, announce {ANNOUNCE or 'QEMU defaults'}",
+        f"precopy over a unix socket, downtime-limit 100 ms, announce {ANNOUNCE or 'QEMU defaults'}, "
+        f"guest_announce {'on' if GUEST_ANNOUNCE else 'off'}, source switch forgets the VM's MAC at the switch-over: "
+        f"{'yes' if FORGET else 'no'}",
         "runs": runs,
         "summary": summary,
         "timeline_runs": timelines,

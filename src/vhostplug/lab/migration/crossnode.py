@@ -8,7 +8,10 @@ timestamped silence between two replies. Once the target runs, the source pod go
 DEL runs through the source node's shim. With ``timeline=True`` one run also records :mod:`.timeline`.
 
 Tuning kept here (what the lab's "sidecar" asks of QEMU): ``announce`` sets the target's self-announce parameters
-(``announce-initial/-max/-rounds/-step``, ms) before the stream comes in.
+(``announce-initial/-max/-rounds/-step``, ms) before the stream comes in. And what the source node does once the
+source is stopped (``forget_mac``, as KubeVirt's source handler would): its switch forgets the VM's MAC
+(:func:`vhostplug.dataplane.vswitchd.forget_mac`), so it floods frames to the VM instead of feeding them to the dead
+source port until its main thread happens to wake up and re-point them (docs/benchmarks.md, "Live migration").
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vhostplug.dataplane import vswitchd
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.migration import MigrationError
 from vhostplug.lab.migration.launcher import LaunchedPod, NodeQemu, wait_port_gone
@@ -51,6 +55,7 @@ class CrossNodeMigration:
     interval: float = 0.02
     announce: dict[str, int] | None = None
     guest_announce: bool = True
+    forget_mac: bool = True
     pods: dict[str, LaunchedPod] = field(default_factory=dict)
     vms: dict[str, NodeQemu] = field(default_factory=dict)
     testpmd: Any = None
@@ -115,6 +120,7 @@ class CrossNodeMigration:
             raise MigrationError("boot() first")
         src_vm, dst_vm = self.vms["src"], self.vms["dst"]
         src_pod = self.pods["src"]
+        mac, src_port = src_pod.mac, src_pod.port
         t0 = time.monotonic()
         self.watch.wait_replies(10, t0, 30)
         tl = None
@@ -129,9 +135,13 @@ class CrossNodeMigration:
         res = migrate(src_vm, dst_vm, uri)
         if src_vm.status() != "postmigrate":
             raise MigrationError(f"source is {src_vm.status()!r} after the migration, not postmigrate")
+        forgot: str | None = "not asked"
+        t_forget = None
+        if self.forget_mac:
+            forgot = vswitchd.forget_mac(self.source.paths.ovs_dir, self.source.names.bridge("v"), src_port, mac)
+            t_forget = time.monotonic()
         t_del = time.monotonic()
         src_vm.stop()
-        src_port = src_pod.port
         deleted = src_pod.delete()
         wait_port_gone(self.source, src_port)
         t_gone = time.monotonic()
@@ -151,10 +161,13 @@ class CrossNodeMigration:
             "interval_s": self.interval,
             "announce": self.announce or "QEMU defaults",
             "guest_announce": self.guest_announce,
+            "source_forgets_mac": "done" if forgot is None else forgot,
             "deleted": deleted,
         }
         if tl is not None:
             tl.stop()
+            if t_forget is not None:
+                tl.add(t_forget, "source node's switch forgot the VM's MAC (fdb/add + fdb/del)")
             out["timeline"] = self._timeline(tl, src_vm, dst_vm, res.started, res.completed, t_del, t_gone)
         return out
 

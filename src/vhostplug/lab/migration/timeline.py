@@ -5,7 +5,10 @@ Sources: QMP events with QEMU's own timestamps (source ``STOP``, target ``RESUME
 ovs-vswitchd log (the target's vhost-user negotiation, its queues enabled, the PMD's rx queue assignment), and, while
 armed, one poller thread per node reading live OpenFlow port counters (first packet into OVS from the target port, from
 the uplink), a RARP flow counter (QEMU's announce) and ``fdb/show`` (where each bridge has learned the VM's MAC).
-Pollers fork ``ovs-ofctl``/``ovs-appctl`` continuously: a timed run is a little slower than an untimed one.
+Pollers fork ``ovs-ofctl``/``ovs-appctl`` continuously: a timed run is a little slower than an untimed one, and their
+requests wake ovs-vswitchd's main thread. While armed, each node's ``dpif_netdev`` module also logs at debug level,
+which stamps (to the ms, no polling) the datapath's first IP packet from the VM and the revalidator re-pointing the
+flows toward the VM from one port to another (:meth:`NodeWatch.flow_events`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vhostplug.dataplane import vswitchd
 from vhostplug.lab.migration.counters import port_counters
 
 #: a flow as NORMAL as the bridge's own, whose counter sees RARP frames (QEMU's self-announce for vhost-user)
@@ -32,6 +36,11 @@ _LOG_KEYS = (
     ("rx queue assigned to a PMD", re.compile(r"assigned port '.*' rx queue|Core \d+ on numa node \d+ assigned")),
     ("vhost device removed", re.compile(r"has been removed|Vhost user socket .* disconnected|connection closed")),
 )
+
+
+_FLOW_ADD = re.compile(r"flow_add: .*?in_port\((\d+)\).*?eth\(src=([0-9a-f:]+),dst=[0-9a-f:]+\),eth_type\(0x0800\)")
+_FLOW_MOD = re.compile(r"flow_mod: .*?eth\(src=[0-9a-f:]+,dst=([0-9a-f:]+)\).*?old_actions:(\S+), actions:(\S+)")
+_DP_PORT = re.compile(r"^\s+(\S+) (?:\d+|LOCAL)/(\d+):", re.M)
 
 
 def _ofctl(ovs_dir: Path, bridge: str, *args: str) -> str:
@@ -85,6 +94,7 @@ class NodeWatch:
     mac: str
     events: list[tuple[float, str]] = field(default_factory=list)
     log_offset: int = 0
+    dp_ports: dict[str, str] = field(default_factory=dict)
 
     @property
     def log(self) -> Path:
@@ -93,6 +103,47 @@ class NodeWatch:
     def arm(self) -> None:
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         add_rarp_flow(self.ovs_dir, self.bridge)
+        show, _debug = vswitchd.call(self.ovs_dir, [["dpif/show"], ["vlog/set", "dpif_netdev:file:dbg"]], timeout=10)
+        self.dp_ports = {n: name for name, n in _DP_PORT.findall(str(show.get("result") or ""))}
+
+    def disarm(self) -> None:
+        vswitchd.call(self.ovs_dir, [["vlog/set", "dpif_netdev:file:info"]], timeout=10)
+
+    def _since_arm(self) -> str:
+        try:
+            with self.log.open("rb") as f:
+                f.seek(self.log_offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def flow_events(self) -> list[tuple[float, str]]:
+        """From the ``dpif_netdev`` debug lines: the datapath's first IP packet from the VM (its upcall: the guest is
+        sending, and from which port), and each time the flows toward the VM are re-pointed (old -> new ports)."""
+        offset = time.time() - time.monotonic()
+        out: list[tuple[float, str]] = []
+        first_ip = False
+        for line in self._since_arm().splitlines():
+            m = _LOG_TS.match(line)
+            if not m or ("flow_add" not in line and "flow_mod" not in line):
+                continue
+            when = dt.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=dt.UTC).timestamp() - offset
+            add, mod = _FLOW_ADD.search(line), _FLOW_MOD.search(line)
+            if add and not first_ip and add.group(2).lower() == self.mac.lower():
+                first_ip = True
+                out.append((when, f"first IP packet from the VM into the datapath, from {self._port(add.group(1))}"))
+            elif mod and mod.group(1).lower() == self.mac.lower() and mod.group(2) != mod.group(3):
+                out.append(
+                    (
+                        when,
+                        f"flows toward the VM re-pointed: {self._port(mod.group(2))} -> "
+                        f"{self._port(mod.group(3))} (revalidator)",
+                    )
+                )
+        return out
+
+    def _port(self, numbers: str) -> str:
+        return ",".join(self.dp_ports.get(n, n) for n in numbers.split(","))
 
     def poll(self, stop: threading.Event) -> None:
         names = ofport_names(self.ovs_dir, self.bridge)
@@ -119,12 +170,7 @@ class NodeWatch:
 
     def log_events(self, sockets: dict[str, str]) -> list[tuple[float, str]]:
         """The first line of each kind in this node's ovs-vswitchd log since :meth:`arm`, per socket of interest."""
-        try:
-            with self.log.open("rb") as f:
-                f.seek(self.log_offset)
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return []
+        text = self._since_arm()
         offset = time.time() - time.monotonic()
         found: dict[str, float] = {}
         for line in text.splitlines():
@@ -163,6 +209,8 @@ class Timeline:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=20)
+        for w in self.watches:
+            w.disarm()
 
     def add(self, when: float, what: str) -> None:
         self.extra.append((when, what))
@@ -171,5 +219,5 @@ class Timeline:
         """Every event as ``{"ms": since zero, "node", "what"}``, in time order."""
         rows: list[tuple[float, str, str]] = [(t, "-", what) for t, what in self.extra]
         for w in self.watches:
-            rows += [(t, w.node, what) for t, what in w.events + w.log_events(sockets)]
+            rows += [(t, w.node, what) for t, what in w.events + w.log_events(sockets) + w.flow_events()]
         return [{"ms": round((t - zero) * 1000, 1), "node": n, "what": what} for t, n, what in sorted(rows)]
