@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.webhook.pods import HEADER_TIMEOUT, NADS
+from tests.unit.webhook.pods import CUT_OFF, NADS
 from vhostplug_testsupport.webhook import ApiServer, Webhook, running_api, start_webhook
 
 
@@ -25,7 +25,17 @@ def api(tls_dir: Path) -> Iterator[ApiServer]:
 
 @pytest.fixture(scope="package")
 def webhook(api: ApiServer, tls_dir: Path) -> Iterator[Webhook]:
-    hook = start_webhook(api, tls_dir, "--header-timeout", str(HEADER_TIMEOUT))
+    hook = start_webhook(api, tls_dir)
+    try:
+        yield hook
+    finally:
+        hook.stop()
+
+
+@pytest.fixture(scope="package")
+def impatient_webhook(api: ApiServer, tls_dir: Path) -> Iterator[Webhook]:
+    """One that cuts a client off after ``CUT_OFF`` seconds: for the tests of the cut-off."""
+    hook = start_webhook(api, tls_dir, "--header-timeout", str(CUT_OFF), stem="impatient")
     try:
         yield hook
     finally:

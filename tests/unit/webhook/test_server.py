@@ -11,11 +11,12 @@ import ssl
 import time
 from pathlib import Path
 
-from tests.unit.webhook.pods import HEADER_TIMEOUT, tls_client, wait_for
+from tests.unit.webhook.pods import CUT_OFF, tls_client, wait_for
 from vhostplug_testsupport.webhook import ApiServer, Webhook, start_webhook
 
 
-def test_unfinished_headers_are_cut_off(webhook: Webhook) -> None:
+def test_unfinished_headers_are_cut_off(impatient_webhook: Webhook) -> None:
+    webhook = impatient_webhook
     ctx = tls_client(ssl.TLSVersion.TLSv1_3)
     conns = []
     for _ in range(40):
@@ -25,7 +26,7 @@ def test_unfinished_headers_are_cut_off(webhook: Webhook) -> None:
     # a connection that sent its head but only part of its body is cut off too
     slow_body = ctx.wrap_socket(socket.create_connection(("127.0.0.1", webhook.port), timeout=5))
     slow_body.sendall(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n{")
-    deadline = time.monotonic() + HEADER_TIMEOUT + 8
+    deadline = time.monotonic() + CUT_OFF + 8
     try:
         for tls in conns:
             tls.settimeout(max(0.1, deadline - time.monotonic()))

@@ -8,7 +8,7 @@ import ssl
 import time
 from pathlib import Path
 
-from tests.unit.webhook.pods import HEADER_TIMEOUT, tls_client, wait_for
+from tests.unit.webhook.pods import CUT_OFF, tls_client, wait_for
 from vhostplug_testsupport.webhook import ApiServer, Webhook, make_cert, start_webhook
 
 
@@ -62,14 +62,15 @@ def _wait_closed(sock: socket.socket, deadline: float) -> None:
             return
 
 
-def test_unfinished_tls_handshakes_are_cut_off(webhook: Webhook) -> None:
+def test_unfinished_tls_handshakes_are_cut_off(impatient_webhook: Webhook) -> None:
+    webhook = impatient_webhook
     conns = []
     for n in range(30):
         raw = socket.create_connection(("127.0.0.1", webhook.port), timeout=5)
         if n % 2:
             raw.sendall(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")  # the start of a ClientHello
         conns.append(raw)
-    deadline = time.monotonic() + HEADER_TIMEOUT + 8
+    deadline = time.monotonic() + CUT_OFF + 8
     try:
         for raw in conns:
             _wait_closed(raw, deadline)  # a socket.timeout here: the server kept it open
