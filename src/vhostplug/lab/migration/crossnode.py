@@ -193,7 +193,10 @@ class CrossNodeMigration:
         if before:
             tl.add(before[-1], "last ping reply before the stop (serial console)")
         if after:
-            tl.add(after[0], "first ping reply after the stop (serial console)")
+            first = next(seq for t, seq in replies if t == after[0])
+            rtt = self.watch.rtt_ms.get(first)
+            said = f"; its round trip as the guest measured it: {rtt:.1f} ms" if rtt is not None else ""
+            tl.add(after[0], f"first ping reply after the stop (serial console{said})")
         sockets = {"target": str(self.pods["dst"].socket), "peer": str(self.pods["peer"].socket)}
         return tl.rows(sockets, stop_at)
 

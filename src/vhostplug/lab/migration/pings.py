@@ -12,7 +12,7 @@ from pathlib import Path
 
 from vhostplug.lab.migration import MigrationError
 
-_REPLY_RE = re.compile(rb"bytes from [^:]+: seq=(\d+) ")
+_REPLY_RE = re.compile(rb"bytes from [^:]+: seq=(\d+) (?:ttl=\d+ time=([\d.]+) ms)?")
 
 
 @dataclass
@@ -26,6 +26,8 @@ class PingWatch:
     logs: list[Path]
     poll: float = 0.005
     replies: list[tuple[float, int]] = field(default_factory=list)
+    #: the round trip the guest measured for each reply (ms, its own clock): ``seq -> ms``
+    rtt_ms: dict[int, float] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -51,10 +53,11 @@ class PingWatch:
                 now = time.monotonic()
                 offsets[path] += len(data)
                 *lines, partial[path] = (partial[path] + data).split(b"\n")
-                found = [(now, int(m.group(1))) for line in lines if (m := _REPLY_RE.search(line))]
-                if found:
+                matches = [m for line in lines if (m := _REPLY_RE.search(line))]
+                if matches:
                     with self._lock:
-                        self.replies.extend(found)
+                        self.replies.extend((now, int(m.group(1))) for m in matches)
+                        self.rtt_ms.update((int(m.group(1)), float(m.group(2))) for m in matches if m.group(2))
             time.sleep(self.poll)
 
     def stop(self) -> None:
