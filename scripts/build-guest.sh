@@ -22,7 +22,8 @@ MODULES=(drivers/virtio/virtio_ring drivers/virtio/virtio drivers/virtio/virtio_
 for f in "$KERNEL" "$BUSYBOX"; do
   [ -r "$f" ] || { echo "build-guest: $f is missing (install linux-image-amd64 and busybox-static)" >&2; exit 1; }
 done
-"$BUSYBOX" --list | grep -qx ping || { echo "build-guest: $BUSYBOX has no ping applet (need busybox-static)" >&2; exit 1; }
+# grep reads the whole list (no -q): quitting at the match would SIGPIPE busybox, and pipefail would call that a miss
+"$BUSYBOX" --list | grep -x ping >/dev/null || { echo "build-guest: $BUSYBOX has no ping applet (need busybox-static)" >&2; exit 1; }
 
 stamp_want="$KVER $(sha256sum "$0" | cut -c1-16) $(stat -c %s "$KERNEL")"
 if [ -f "$OUT/stamp" ] && [ "$(cat "$OUT/stamp")" = "$stamp_want" ] && [ -s "$OUT/initrd.img" ] && [ -s "$OUT/vmlinuz" ]; then
