@@ -10,8 +10,9 @@ Runs BENCH_RUNS (default 5) migrations per mode, alternating same-node (a -> a) 
 same machine load, plus one timed run per mode whose timeline (QEMU, ovs-vswitchd log, port counters, RARP counter,
 MAC learning, ping replies) explains the gap; BENCH_ANNOUNCE=default keeps QEMU's announce timing (else the lab's
 fast announce, crossnode.FAST_ANNOUNCE) and BENCH_GUEST_ANNOUNCE=on lets the guest's driver announce (else QEMU does,
-by RARP through the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off keeps the source node's switch
-from forgetting the VM's MAC at the switch-over (crossnode.CrossNodeMigration.forget_mac). A run whose guest NIC stays silent after the
+by RARP through the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off keeps the nodes' switches from
+forgetting the VM's MAC at the switch-over (crossnode.CrossNodeMigration.forget_mac). A run whose guest NIC stays
+silent after the
 switch-over (the known TCG flake) is counted and made again. BENCH_RUN_DIR reuses a two-node lab that is up (else one
 is brought up in a temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
 Needs root and the lab guest.
@@ -123,7 +124,8 @@ def main() -> None:
                 else:
                     runs[mode].append(run)
                 print(
-                    f"{mode} {'timed' if timed else i + 1}: gap {run['gap_ms']:.0f} ms ({run['lost_replies']} lost), "
+                    f"{mode} {'timed' if timed else i + 1}: gap {run['gap_ms']:.0f} ms ({run['lost_replies']} lost, "
+                    f"began {run['gap_began_ms_after_stop']:.0f} ms after the STOP), "
                     f"QEMU downtime {run['qemu_downtime_ms']} ms, load {_load()}",
                     flush=True,
                 )
@@ -158,7 +160,7 @@ def main() -> None:
         "setup": f"two-node lab, TCG q35 256 MiB guest, vhost-user via each node's OVS-DPDK (no hugepages), devices "
         f"and ports from the nodes' agents, testpmd icmpecho peer pod on node-a, guest ping interval {INTERVAL} s, "
         f"precopy over a unix socket, downtime-limit 100 ms, announce {ANNOUNCE or 'QEMU defaults'}, "
-        f"guest_announce {'on' if GUEST_ANNOUNCE else 'off'}, source switch forgets the VM's MAC at the switch-over: "
+        f"guest_announce {'on' if GUEST_ANNOUNCE else 'off'}, the nodes' switches forget the VM's MAC at the switch-over: "
         f"{'yes' if FORGET else 'no'}",
         "runs": runs,
         "summary": summary,

@@ -93,7 +93,8 @@ def forget_mac(rundir: Path, bridge: str, port: str, mac: str, vlan: int = 0, ti
     frames to the VM went into the dead port until something else woke the switch (docs/benchmarks.md).
 
     OVS 3.1's ``fdb/del`` removes static entries only: ``fdb/add`` first turns the learned entry (behind ``port``,
-    or none) into a static one, and both requests go in one write, so the switch handles them in one pass."""
+    or none) into a static one, and both requests go in one write, so the switch handles them in one pass. Should
+    ``fdb/del`` fail after ``fdb/add`` did, the static entry is said in the answer and goes with ``port``'s removal."""
     try:
         add, delete = call(
             rundir, [["fdb/add", bridge, port, str(vlan), mac], ["fdb/del", bridge, str(vlan), mac]], timeout

@@ -8,10 +8,13 @@ timestamped silence between two replies. Once the target runs, the source pod go
 DEL runs through the source node's shim. With ``timeline=True`` one run also records :mod:`.timeline`.
 
 Tuning kept here (what the lab's "sidecar" asks of QEMU): ``announce`` sets the target's self-announce parameters
-(``announce-initial/-max/-rounds/-step``, ms) before the stream comes in. And what the source node does once the
-source is stopped (``forget_mac``, as KubeVirt's source handler would): its switch forgets the VM's MAC
-(:func:`vhostplug.dataplane.vswitchd.forget_mac`), so it floods frames to the VM instead of feeding them to the dead
-source port until its main thread happens to wake up and re-point them (docs/benchmarks.md, "Live migration").
+(``announce-initial/-max/-rounds/-step``, ms) before the stream comes in. And what the nodes do once the source is
+stopped (``forget_mac``, as KubeVirt's handlers would ask their node's switch): the source node's and the target
+node's switches forget the VM's MAC (:func:`vhostplug.dataplane.vswitchd.forget_mac`) and flood frames to it until
+they learn it again from the VM itself. OVS moves a MAC learned by a PMD without waking its main thread, the one that
+re-points datapath flows, so without it frames to the VM went on into the dead source port (source node) or were
+dropped as going back out of the uplink they came in by (target node, which had the VM behind its uplink) until
+something else woke the switch, such as the source's CNI DEL (docs/benchmarks.md, "Live migration downtime").
 """
 
 from __future__ import annotations
@@ -135,10 +138,13 @@ class CrossNodeMigration:
         res = migrate(src_vm, dst_vm, uri)
         if src_vm.status() != "postmigrate":
             raise MigrationError(f"source is {src_vm.status()!r} after the migration, not postmigrate")
-        forgot: str | None = "not asked"
+        forgot: dict[str, str] = {}
         t_forget = None
         if self.forget_mac:
-            forgot = vswitchd.forget_mac(self.source.paths.ovs_dir, self.source.names.bridge("v"), src_port, mac)
+            for ctx, port in ((self.source, src_port), (self.target, self.pods["dst"].port)):
+                if ctx.run_dir.name not in forgot:
+                    why = vswitchd.forget_mac(ctx.paths.ovs_dir, ctx.names.bridge("v"), port, mac)
+                    forgot[ctx.run_dir.name] = "done" if why is None else why
             t_forget = time.monotonic()
         t_del = time.monotonic()
         src_vm.stop()
@@ -148,12 +154,17 @@ class CrossNodeMigration:
         self.watch.wait_replies(10, time.monotonic(), 30)
         time.sleep(settle)
         end = time.monotonic()
-        gap, lost = self.watch.max_gap(res.started, end)
+        gap, lost, since = self.watch.max_gap_at(res.started, end)
+        offset = time.time() - time.monotonic()
+        stop = next((wall - offset for ev, wall, _m in src_vm.events() if ev == "STOP"), res.completed)
         out: dict[str, Any] = {
             "source_node": self.source.run_dir.name,
             "target_node": self.target.run_dir.name,
             "gap_ms": round(gap * 1000, 1),
             "lost_replies": lost,
+            # where the longest silence began, from the source's STOP (negative: the source guest fell silent during
+            # the precopy, before the switch-over)
+            "gap_began_ms_after_stop": round((since - stop) * 1000, 1),
             "qemu_downtime_ms": res.qmp_downtime_ms,
             "qemu_total_ms": res.qmp_total_ms,
             "migration_s": round(res.completed - res.started, 3),
@@ -161,13 +172,13 @@ class CrossNodeMigration:
             "interval_s": self.interval,
             "announce": self.announce or "QEMU defaults",
             "guest_announce": self.guest_announce,
-            "source_forgets_mac": "done" if forgot is None else forgot,
+            "switches_forget_mac": forgot,
             "deleted": deleted,
         }
         if tl is not None:
             tl.stop()
             if t_forget is not None:
-                tl.add(t_forget, "source node's switch forgot the VM's MAC (fdb/add + fdb/del)")
+                tl.add(t_forget, f"the VM's MAC forgotten by the switch of {', '.join(forgot)} (fdb/add + fdb/del)")
             out["timeline"] = self._timeline(tl, src_vm, dst_vm, res.started, res.completed, t_del, t_gone)
         return out
 

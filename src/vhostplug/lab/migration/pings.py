@@ -81,6 +81,11 @@ class PingWatch:
 
     def max_gap(self, start: float, end: float) -> tuple[float, int]:
         """The longest silence (seconds) between two replies around ``[start, end]`` and the seqs lost in it."""
+        gap, lost, _since = self.max_gap_at(start, end)
+        return gap, lost
+
+    def max_gap_at(self, start: float, end: float) -> tuple[float, int, float]:
+        """:meth:`max_gap` and when that silence began (the host time of the reply before it)."""
         replies = self.snapshot()
         before = [r for r in replies if r[0] <= start]
         inside = [r for r in replies if start < r[0] <= end]
@@ -88,8 +93,8 @@ class PingWatch:
         window = before[-1:] + inside + after[:1]
         if len(window) < 2:
             raise MigrationError("no ping replies on both sides of the migration")
-        gap, lost = 0.0, 0
+        gap, lost, since = 0.0, 0, window[0][0]
         for (t0, s0), (t1, s1) in itertools.pairwise(window):
             if t1 - t0 > gap:
-                gap, lost = t1 - t0, max(0, s1 - s0 - 1)
-        return gap, lost
+                gap, lost, since = t1 - t0, max(0, s1 - s0 - 1), t0
+        return gap, lost, since

@@ -32,3 +32,5 @@ def test_replies_carry_the_guests_round_trip(short_dir: Path) -> None:
     assert watch.rtt_ms == {1: 0.5, 2: 38.909, 5: 12.25}
     gap, lost = watch.max_gap(t_gap, time.monotonic())
     assert gap >= 0.05 and lost == 2
+    _gap, _lost, since = watch.max_gap_at(t_gap, time.monotonic())
+    assert since == watch.snapshot()[1][0]  # the silence began at seq 2's reply
