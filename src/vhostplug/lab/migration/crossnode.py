@@ -132,7 +132,8 @@ class CrossNodeMigration:
                 [
                     NodeWatch(ctx.run_dir.name, ctx.paths.ovs_dir, ctx.names.bridge("v"), src_pod.mac)
                     for ctx in _unique_nodes(self.source, self.target, self.peer_node)
-                ]
+                ],
+                qemu_pid=dst_vm.pid,
             ).start()
             time.sleep(0.3)  # the pollers take their baselines
         res = migrate(src_vm, dst_vm, uri)
@@ -187,27 +188,36 @@ class CrossNodeMigration:
     ) -> list[dict[str, object]]:
         assert self.watch is not None
         offset = time.time() - time.monotonic()
-        stop_at = started
+        stop_at = resume_at = started
         for name, vm in (("source", src), ("target", dst)):
             for ev, wall, msg in vm.events():
                 status = msg.get("data", {}).get("status", "")
                 tl.add(wall - offset, f"QEMU {name}: {ev}{' ' + status if status else ''}")
                 if name == "source" and ev == "STOP":
                     stop_at = wall - offset
+                if name == "target" and ev == "RESUME":
+                    resume_at = wall - offset
         tl.add(started, "migrate command sent")
         tl.add(completed, "query-migrate says completed")
         tl.add(t_del, "source QEMU quit, CNI DEL of the source pod starts")
         tl.add(t_gone, "source port gone from the source node's OVSDB")
         replies = self.watch.snapshot()
         before = [t for t, _ in replies if t <= stop_at]
-        after = [t for t, _ in replies if t > stop_at]
+        after = [t for t, _ in replies if t > resume_at]  # a reply read just after the STOP is the source's
         if before:
             tl.add(before[-1], "last ping reply before the stop (serial console)")
         if after:
             first = next(seq for t, seq in replies if t == after[0])
             rtt = self.watch.rtt_ms.get(first)
             said = f"; its round trip as the guest measured it: {rtt:.1f} ms" if rtt is not None else ""
-            tl.add(after[0], f"first ping reply after the stop (serial console{said})")
+            tl.add(after[0], f"first ping reply after the target's RESUME (serial console{said})")
+            cpu = tl.cpu_between(resume_at, after[0])
+            if cpu is not None:
+                tl.add(
+                    after[0],
+                    f"target QEMU from its RESUME to here: vCPU thread {cpu[0]:.0f} ms on a CPU, {cpu[1]:.0f} ms "
+                    f"runnable but waiting for one; all its threads {cpu[2]:.0f} / {cpu[3]:.0f} ms",
+                )
         sockets = {"target": str(self.pods["dst"].socket), "peer": str(self.pods["peer"].socket)}
         return tl.rows(sockets, stop_at)
 

@@ -76,7 +76,7 @@ class LabQemu:
         argv = [
             QEMU,
             "-name",
-            self.name,
+            f"{self.name},debug-threads=on",  # threads named by role ("CPU 0/TCG"): the timeline's CPU accounting
             "-machine",
             "q35,accel=tcg",
             "-m",

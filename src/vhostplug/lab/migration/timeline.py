@@ -14,6 +14,7 @@ flows toward the VM from one port to another (:meth:`NodeWatch.flow_events`).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import subprocess
 import threading
@@ -188,14 +189,38 @@ class NodeWatch:
         return [(t, f"ovs-vswitchd: {label}") for label, t in found.items()]
 
 
-class Timeline:
-    """Arm before the migration, :meth:`stop` after the first replies; :meth:`rows` is the ordered timeline."""
+def cpu_ns(pid: int) -> tuple[int, int, int, int]:
+    """Process ``pid``'s ns on a CPU and ns runnable but waiting for one (``/proc/*/schedstat``): its vCPU threads
+    (named ``CPU n/...``), then all of its threads."""
+    out = [0, 0, 0, 0]
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0, 0, 0, 0
+    for tid in tids:
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+            vcpu = Path(f"/proc/{pid}/task/{tid}/comm").read_text().startswith("CPU ")
+        except OSError:
+            continue
+        run, wait = int(fields[0]), int(fields[1])
+        out[2], out[3] = out[2] + run, out[3] + wait
+        if vcpu:
+            out[0], out[1] = out[0] + run, out[1] + wait
+    return out[0], out[1], out[2], out[3]
 
-    def __init__(self, watches: list[NodeWatch]) -> None:
+
+class Timeline:
+    """Arm before the migration, :meth:`stop` after the first replies; :meth:`rows` is the ordered timeline.
+    ``qemu_pid``: the target QEMU, whose CPU time and wait for a CPU are sampled every 5 ms (:meth:`cpu_between`)."""
+
+    def __init__(self, watches: list[NodeWatch], qemu_pid: int | None = None) -> None:
         self.watches = watches
+        self.qemu_pid = qemu_pid
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.extra: list[tuple[float, str]] = []
+        self.cpu: list[tuple[float, int, int, int, int]] = []
 
     def start(self) -> Timeline:
         for w in self.watches:
@@ -203,7 +228,25 @@ class Timeline:
             t = threading.Thread(target=w.poll, args=(self._stop,), daemon=True)
             t.start()
             self._threads.append(t)
+        if self.qemu_pid is not None:
+            t = threading.Thread(target=self._sample_cpu, args=(self.qemu_pid,), daemon=True)
+            t.start()
+            self._threads.append(t)
         return self
+
+    def _sample_cpu(self, pid: int) -> None:
+        while not self._stop.wait(0.005):
+            self.cpu.append((time.monotonic(), *cpu_ns(pid)))
+
+    def cpu_between(self, t0: float, t1: float) -> tuple[float, float, float, float] | None:
+        """The sampled QEMU's ms on a CPU and ms waiting for one between the samples nearest ``t0`` and ``t1``: its
+        vCPU threads, then all of its threads."""
+        inside = [c for c in self.cpu if t0 <= c[0] <= t1]
+        if len(inside) < 2:
+            return None
+        first, last = inside[0], inside[-1]
+        d = [(b - a) / 1e6 for a, b in zip(first[1:], last[1:], strict=True)]
+        return d[0], d[1], d[2], d[3]
 
     def stop(self) -> None:
         self._stop.set()
