@@ -11,7 +11,8 @@ same machine load, plus one timed run per mode whose timeline (QEMU, ovs-vswitch
 MAC learning, ping replies) explains the gap; BENCH_ANNOUNCE=default keeps QEMU's announce timing (else the lab's
 fast announce, crossnode.FAST_ANNOUNCE) and BENCH_GUEST_ANNOUNCE=on lets the guest's driver announce (else QEMU does,
 by RARP through the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off keeps the nodes' switches from
-forgetting the VM's MAC at the switch-over (crossnode.CrossNodeMigration.forget_mac). A run whose guest NIC stays
+forgetting the VM's MAC at the switch-over (crossnode.CrossNodeMigration.forget_mac), BENCH_TARGET_NICE (default
+-10, crossnode.CrossNodeMigration.target_nice) is the target QEMU's nice value. A run whose guest NIC stays
 silent after the
 switch-over (the known TCG flake) is counted and made again. BENCH_RUN_DIR reuses a two-node lab that is up (else one
 is brought up in a temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
@@ -46,6 +47,7 @@ SILENT = re.compile(r"only 0 of \d+ ping replies")
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 INTERVAL = float(os.environ.get("BENCH_INTERVAL", "0.02"))
 GUEST_ANNOUNCE = os.environ.get("BENCH_GUEST_ANNOUNCE", "off") == "on"
+TARGET_NICE = int(os.environ.get("BENCH_TARGET_NICE", "-10"))
 FORGET = os.environ.get("BENCH_FORGET", "on") != "off"
 ANNOUNCE = None if os.environ.get("BENCH_ANNOUNCE") == "default" else FAST_ANNOUNCE
 OUT = Path(os.environ.get("BENCH_OUT", Path(__file__).resolve().parent / "results" / "migration_downtime.json"))
@@ -63,6 +65,7 @@ def one(a: DemoContext, target: DemoContext, timeline: bool) -> dict[str, Any]:
         announce=ANNOUNCE,
         guest_announce=GUEST_ANNOUNCE,
         forget_mac=FORGET,
+        target_nice=TARGET_NICE,
     )
     try:
         mig.boot()
@@ -156,7 +159,7 @@ def main() -> None:
         "load_avg": loads,
         "cores": cpu,
         "cpu_layout": "both nodes' OVS PMDs on core 1 (pmd-cpu-mask 0x2), testpmd peer lcores on core 0, QEMU (TCG) "
-        "and everything else unpinned",
+        f"and everything else unpinned; the target QEMU at nice {TARGET_NICE} from just before the migration",
         "setup": f"two-node lab, TCG q35 256 MiB guest, vhost-user via each node's OVS-DPDK (no hugepages), devices "
         f"and ports from the nodes' agents, testpmd icmpecho peer pod on node-a, guest ping interval {INTERVAL} s, "
         f"precopy over a unix socket, downtime-limit 100 ms, announce {ANNOUNCE or 'QEMU defaults'}, "

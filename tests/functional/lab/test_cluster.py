@@ -6,6 +6,7 @@ The tests share one two-node lab (module scope); the last one takes it down."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -143,6 +144,9 @@ def test_a_vm_migrates_from_node_a_to_node_b(
             assert 0 < run["gap_ms"] < 10_000 and run["qemu_downtime_ms"] is not None
             # both nodes' switches forgot the VM's MAC at the switch-over
             assert run["switches_forget_mac"] == {"node-a": "done", "node-b": "done"}
+            dst_pid = mig.vms["dst"].pid  # the target QEMU runs at the migration's nice value, every thread of it
+            assert dst_pid is not None and run["target_nice"] == -10
+            assert {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir(f"/proc/{dst_pid}/task")} == {-10}
             # the source pod's DEL ran on node a: its port and attachment record are gone; node b's remain
             assert not _port_on(ctx_a, src_port)
             assert not src_sock.exists()
