@@ -399,36 +399,14 @@ class OvsDataplane:
             return ofport is not None and ofport > 0
 
     def detach(self, port_name: str) -> bool:
-        with self._read() as api:
-            present = idlutils.row_by_value(api.idl, "Port", "name", port_name, None) is not None
-        if not present:
-            return False
-        try:
-            # a plain transaction: once the row is gone the port is gone, so no wait for ovs-vswitchd to apply it
-            # (that wait grows with the bridge: ~60 ms at 1000 ports)
-            txn = BoundedTxn(api, self.timeout)
-            txn.add(_DetachCommand(api, port_name))
-            txn.commit()
-        except DataplaneUnavailable:
-            raise
-        except Exception as exc:
-            self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
-        return True
+        # a plain transaction: once the row is gone the port is gone, so no wait for ovs-vswitchd to apply it
+        # (that wait grows with the bridge: ~60 ms at 1000 ports)
+        return self._remove_port(port_name, bump=False) is not None
 
     def detach_netdev(self, port_name: str, timeout: float = 5.0) -> bool:
-        with self._read() as api:
-            present = idlutils.row_by_value(api.idl, "Port", "name", port_name, None) is not None
-        if not present:
+        command = self._remove_port(port_name, bump=True)
+        if command is None:
             return False
-        command = _DetachCommand(api, port_name, bump=True)
-        try:
-            txn = BoundedTxn(api, self.timeout)
-            txn.add(command)
-            txn.commit()
-        except DataplaneUnavailable:
-            raise
-        except Exception as exc:
-            self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
         if command.next_cfg is None:
             return True
         # ovs-vswitchd closes the netdev when it applies the removal, and writes the link's flags back from its own
@@ -441,6 +419,23 @@ class OvsDataplane:
             time.sleep(0.01)
         LOG.warning("ovs-vswitchd did not apply the removal of %s within %.1f s", port_name, timeout)
         return True
+
+    def _remove_port(self, port_name: str, bump: bool) -> _DetachCommand | None:
+        """One transaction removing the port (``bump``: with a ``next_cfg`` increment); None when it was not there."""
+        with self._read() as api:
+            present = idlutils.row_by_value(api.idl, "Port", "name", port_name, None) is not None
+        if not present:
+            return None
+        command = _DetachCommand(api, port_name, bump=bump)
+        try:
+            txn = BoundedTxn(api, self.timeout)
+            txn.add(command)
+            txn.commit()
+        except DataplaneUnavailable:
+            raise
+        except Exception as exc:
+            self._raise_unavailable_or(exc, f"OVSDB transaction removing {port_name} failed")
+        return command
 
     def _raise_unavailable_or(self, exc: Exception, what: str) -> None:
         if isinstance(exc, ovs_exceptions.TimeoutException) or not self.health().reachable:
