@@ -70,6 +70,11 @@ class Dataplane(Protocol):
 
     def get_port(self, port_name: str) -> VhostUserPort | None: ...
 
+    def watch(self) -> None:
+        """Connect now and keep the switch's changes in view (the OVS backend acts on its ports' link changes);
+        raises :class:`DataplaneUnavailable` while it cannot."""
+        ...
+
     def list_ports(self, only_ours: bool = True) -> Sequence[VhostUserPort]:
         """Every port that can be an attachment's (:func:`vhostplug.ovsvhost.attachment_port`: vhost-user ports and vDPA
         representors), only those tagged by vhostplug when ``only_ours``."""

@@ -30,6 +30,9 @@ class NoopDataplane:
     def ready(self) -> DataplaneHealth:
         return self.health()
 
+    def watch(self) -> None:
+        pass
+
     def attach(
         self, attachment: Attachment, timeout: float = 5.0, meanwhile: Callable[[], None] | None = None
     ) -> VhostUserPort:
@@ -84,7 +87,7 @@ class NoopDataplane:
 NOOP_VHOSTPLUG = [sys.executable, "-m", "vhostplug_testsupport.noopdataplane"]
 
 
-def _noop(endpoint: str, ovs_rundir: Path) -> NoopDataplane:
+def _noop(endpoint: str, ovs_rundir: Path, forget_macs: bool) -> NoopDataplane:
     return NoopDataplane()
 
 

@@ -30,6 +30,9 @@ class DataplaneConfig(_Strict):
     backend: str = "ovs"
     ovsdb: str = "unix:/var/run/openvswitch/db.sock"
     ovs_rundir: Path = Field(Path("/var/run/openvswitch"), alias="ovsRundir")
+    #: when a vhost-user port's link goes up or down (a VM's live migration stops it here, resumes it there), the
+    #: bridge forgets the port's MAC and floods frames to it until it learns it again (vhostplug.dataplane.macforget)
+    forget_mac_on_link_change: bool = Field(True, alias="forgetMacOnLinkChange")
 
     @field_validator("backend")
     @classmethod

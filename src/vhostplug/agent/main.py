@@ -78,7 +78,10 @@ class Agent:
         from vhostplug.vdpa.attach import VdpaPolicy
 
         self.dataplane: Dataplane = registry.create(
-            config.dataplane.backend, config.dataplane.ovsdb, config.dataplane.ovs_rundir
+            config.dataplane.backend,
+            config.dataplane.ovsdb,
+            config.dataplane.ovs_rundir,
+            config.dataplane.forget_mac_on_link_change,
         )
         vdpa = VdpaPolicy()
         if self._dp_config is not None:
@@ -134,6 +137,7 @@ class Agent:
         failing = False
         while not self._stop.is_set():
             try:
+                await asyncio.to_thread(self.dataplane.watch)  # connected from the start, links in view
                 moved = await asyncio.to_thread(self.handler.relocate_client_sockets)
                 for port in await asyncio.to_thread(self.handler.sweep_orphans):
                     LOG.info("port %s of a failed ADD removed", port)

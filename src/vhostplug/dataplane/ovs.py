@@ -31,7 +31,7 @@ from ovsdbapp.backend.ovs_idl import idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl
 
 from vhostplug import deadline, fsutil, ovsvhost
-from vhostplug.dataplane import clientsock, ovshealth, ovsjson
+from vhostplug.dataplane import clientsock, macforget, ovshealth, ovsjson
 from vhostplug.dataplane.ovstxn import BoundedTxn
 from vhostplug.fsutil import Ownership
 from vhostplug.model import Attachment, DataplaneHealth, NetdevPort, VhostUserPort
@@ -206,13 +206,21 @@ class OvsDataplane:
 
     name = "ovs"
 
-    def __init__(self, endpoint: str, timeout: float = 5.0, ovs_rundir: Path = Path("/var/run/openvswitch")) -> None:
+    def __init__(
+        self,
+        endpoint: str,
+        timeout: float = 5.0,
+        ovs_rundir: Path = Path("/var/run/openvswitch"),
+        forget_macs: bool = False,
+    ) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
         self.ovs_rundir = Path(ovs_rundir)
         self._api: Any = None
         self._lock = threading.Lock()
         self._switch = ovshealth.SwitchWatch(self.ovs_rundir)
+        #: the agent's: a port's link change makes its bridge forget the port's MAC (:mod:`.macforget`)
+        self.forgetter = macforget.MacForgetter(self.ovs_rundir) if forget_macs else None
 
     # -- connection --------------------------------------------------------------------------------------------
     def _connect(self) -> Any:
@@ -229,7 +237,11 @@ class OvsDataplane:
                 for table in TABLES:
                     helper.register_table(table)
                 helper.register_columns("Interface", list(INTERFACE_COLUMNS))
-                idl = ovs_connection.OvsdbIdl(self.endpoint, helper)
+                if self.forgetter is not None:
+                    idl = macforget.LinkIdl(self.endpoint, helper, self.forgetter.seen)
+                    self.forgetter.start()
+                else:
+                    idl = ovs_connection.OvsdbIdl(self.endpoint, helper)
                 conn = ovs_connection.Connection(idl=idl, timeout=self.timeout)
                 # ovsdbapp keeps the connection on the *class*: a class of our own per instance, or a second
                 # dataplane (another OVS, or after close()) would silently talk through the first connection
@@ -250,7 +262,13 @@ class OvsDataplane:
             raise DataplaneUnavailable(f"OVSDB at {self.endpoint} is not reachable (reconnecting)")
         return api
 
+    def watch(self) -> None:
+        """Connect now, and so watch the ports' links from now on (see :mod:`.macforget`)."""
+        self._connect()
+
     def close(self) -> None:
+        if self.forgetter is not None:
+            self.forgetter.stop()
         with self._lock:
             if self._api is not None:
                 try:

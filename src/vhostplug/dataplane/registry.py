@@ -11,18 +11,19 @@ from pathlib import Path
 from vhostplug.protocols import Dataplane
 
 
-def _ovs(endpoint: str, ovs_rundir: Path) -> Dataplane:
+def _ovs(endpoint: str, ovs_rundir: Path, forget_macs: bool) -> Dataplane:
     from vhostplug.dataplane.ovs import OvsDataplane
 
-    return OvsDataplane(endpoint, ovs_rundir=ovs_rundir)
+    return OvsDataplane(endpoint, ovs_rundir=ovs_rundir, forget_macs=forget_macs)
 
 
-BACKENDS: dict[str, Callable[[str, Path], Dataplane]] = {"ovs": _ovs}
+#: name -> factory(endpoint, switch's run folder, whether a port's link change makes the switch forget its MAC)
+BACKENDS: dict[str, Callable[[str, Path, bool], Dataplane]] = {"ovs": _ovs}
 
 
-def create(name: str, endpoint: str, ovs_rundir: Path) -> Dataplane:
+def create(name: str, endpoint: str, ovs_rundir: Path, forget_macs: bool = False) -> Dataplane:
     try:
         factory = BACKENDS[name]
     except KeyError:
         raise ValueError(f"unknown dataplane backend {name!r}; known: {', '.join(sorted(BACKENDS))}") from None
-    return factory(endpoint, ovs_rundir)
+    return factory(endpoint, ovs_rundir, forget_macs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import yaml
@@ -30,6 +31,13 @@ def test_example_vmi_uses_the_binding_and_our_nad() -> None:
     (nad,) = load("network-attachment-definition.yaml")
     (vmi,) = load("vmi.yaml")
     assert nad["metadata"]["annotations"][webhook.RESOURCE_ANNOTATION] == "vhostplug.io/vhostuser"
+    # Multus passes the VMI interface's MAC on (runtimeConfig.mac): the port's record carries it, and the agent's
+    # switch forgets it when the port's link changes (a live migration's switch-over)
+    assert json.loads(nad["spec"]["config"])["capabilities"] == {
+        "deviceID": True,
+        "CNIDeviceInfoFile": True,
+        "mac": True,
+    }
     bound = [
         i for i in vmi["spec"]["domain"]["devices"]["interfaces"] if i.get("binding", {}).get("name") == "vhostuser"
     ]
@@ -74,6 +82,9 @@ def test_dra_vmi_names_a_claim_of_our_template_and_class() -> None:
     assert request["name"] == ref.request_name and request["exactly"]["deviceClassName"] in classes
     (config,) = tmpl["spec"]["spec"]["devices"]["config"]
     assert config["opaque"]["driver"] == devicemetadata.VHOSTPLUG_DRIVER
-    assert devicemetadata.relative_path(
-        devicemetadata.VHOSTPLUG_DRIVER, ref.claim_name, ref.request_name, from_template=True
-    ) == "resourceclaimtemplates/dpdknet-claim/vhost-port/vhostuser.vhostplug.io-metadata.json"
+    assert (
+        devicemetadata.relative_path(
+            devicemetadata.VHOSTPLUG_DRIVER, ref.claim_name, ref.request_name, from_template=True
+        )
+        == "resourceclaimtemplates/dpdknet-claim/vhost-port/vhostuser.vhostplug.io-metadata.json"
+    )
