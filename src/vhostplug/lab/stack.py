@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -21,6 +22,9 @@ from vhostplug.lab.demo_state import Names
 from vhostplug.lab.multus import RESOURCE
 from vhostplug.lab.ovs import PrivateOvs
 from vhostplug.lab.paths import LabPaths
+
+#: "off": the lab's agents keep a port's MAC when its link changes (``dataplane.forgetMacOnLinkChange: false``)
+FORGET_MAC_ENV = "VHOSTPLUG_LAB_FORGET_MAC"
 
 
 class LabError(RuntimeError):
@@ -70,7 +74,13 @@ def agent_config(paths: LabPaths, ovs: PrivateOvs, apiserver: str | None = None)
         "stateDir": str(paths.run_dir / "attachments"),
         "devicePluginDir": str(paths.device_plugin_dir),
         "devinfoDir": str(paths.devinfo_dir),
-        "dataplane": {"backend": "ovs", "ovsdb": ovs.endpoint, "ovsRundir": str(ovs.run_dir)},
+        "dataplane": {
+            "backend": "ovs",
+            "ovsdb": ovs.endpoint,
+            "ovsRundir": str(ovs.run_dir),
+            # the agent's default; off only for a comparison (bench/migration_downtime.py BENCH_FORGET=off)
+            "forgetMacOnLinkChange": os.environ.get(FORGET_MAC_ENV, "on") != "off",
+        },
         "ownership": {"user": "root", "group": _qemu_group(), "dirMode": "0770", "socketMode": "0660"},
         "devicePlugin": {
             "vhostuser": {"count": 8, "group": _qemu_group(), "idPrefix": device_id_prefix(paths)},

@@ -7,14 +7,12 @@ pings a third pod (testpmd ``icmpecho``, on the peer node) every ``interval`` se
 timestamped silence between two replies. Once the target runs, the source pod goes away: its QEMU quits and its CNI
 DEL runs through the source node's shim. With ``timeline=True`` one run also records :mod:`.timeline`.
 
-Tuning kept here (what the lab's "sidecar" asks of QEMU): ``announce`` sets the target's self-announce parameters
-(``announce-initial/-max/-rounds/-step``, ms) before the stream comes in. And what the nodes do once the source is
-stopped (``forget_mac``, as KubeVirt's handlers would ask their node's switch): the source node's and the target
-node's switches forget the VM's MAC (:func:`vhostplug.dataplane.vswitchd.forget_mac`) and flood frames to it until
-they learn it again from the VM itself. OVS moves a MAC learned by a PMD without waking its main thread, the one that
-re-points datapath flows, so without it frames to the VM went on into the dead source port (source node) or were
-dropped as going back out of the uplink they came in by (target node, which had the VM behind its uplink) until
-something else woke the switch, such as the source's CNI DEL (docs/benchmarks.md, "Live migration downtime").
+The VM's MAC is the VMI's (``vm_mac``): both pods' CNI ADDs ask for it (``runtimeConfig.mac``, as Multus passes the
+MAC KubeVirt puts in the network selection of a VMI interface that names one), so both ports' records carry it and
+each node's agent makes its switch forget it when the source port's link goes down and the target's comes up
+(:mod:`vhostplug.dataplane.macforget`: OVS moves a MAC learned by a PMD without waking the thread that re-points the
+datapath flows). Tuning kept here (what the lab's "sidecar" asks of QEMU): ``announce`` sets the target's
+self-announce parameters (``announce-initial/-max/-rounds/-step``, ms) before the stream comes in.
 ``target_nice``: the target QEMU's threads run at this nice value from just before the migration, the lab's stand-in
 for the dedicated CPU a KubeVirt VM with DPDK networking gets. Here every core also runs a busy-polling thread
 (testpmd, the PMDs) and the resumed TCG guest must translate its code anew: at an equal share its vCPU waited for a
@@ -30,13 +28,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from vhostplug.dataplane import vswitchd
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.migration import MigrationError
+from vhostplug.lab.migration.counters import port_counters
 from vhostplug.lab.migration.launcher import LaunchedPod, NodeQemu, wait_port_gone
 from vhostplug.lab.migration.pings import PingWatch
 from vhostplug.lab.migration.scenario import migrate
-from vhostplug.lab.migration.timeline import NodeWatch, Timeline
+from vhostplug.lab.migration.timeline import NodeWatch, Timeline, fdb_port
+from vhostplug.lab.multus import IFNAME
+from vhostplug.model import mac_for
 
 #: the lab VM subnet's host-local range per node (each node its own range: two nodes never hand out one IP twice)
 VM_SUBNET = "10.57.0.0/24"
@@ -63,15 +63,19 @@ class CrossNodeMigration:
     interval: float = 0.02
     announce: dict[str, int] | None = None
     guest_announce: bool = True
-    forget_mac: bool = True
     target_nice: int = -10
     pods: dict[str, LaunchedPod] = field(default_factory=dict)
     vms: dict[str, NodeQemu] = field(default_factory=dict)
     testpmd: Any = None
     watch: PingWatch | None = None
 
-    def _pod(self, key: str, ctx: DemoContext) -> LaunchedPod:
-        pod = LaunchedPod(ctx, f"mig-{key}-{self.unique}", VM_SUBNET, ip_range=node_range(ctx))
+    @property
+    def vm_mac(self) -> str:
+        """The VMI interface's MAC, which both virt-launcher pods' CNI ADDs ask for."""
+        return mac_for(f"vmi-{self.unique}", IFNAME)
+
+    def _pod(self, key: str, ctx: DemoContext, mac: str = "") -> LaunchedPod:
+        pod = LaunchedPod(ctx, f"mig-{key}-{self.unique}", VM_SUBNET, ip_range=node_range(ctx), mac_request=mac)
         self.pods[key] = pod
         return pod.create()
 
@@ -88,14 +92,14 @@ class CrossNodeMigration:
         self.testpmd.cmd("set fwd icmpecho")
         self.testpmd.wait_link_up(timeout=30)
         self.testpmd.cmd("start")
-        src = self._pod("src", self.source)
+        src = self._pod("src", self.source, self.vm_mac)
         cmdline = f"vhp.ip={src.ip} vhp.peer={peer.ip.split('/')[0]} vhp.interval={self.interval}"
         links = self.root / "links"
         self.vms["src"] = NodeQemu(
             f"vhp-src-{self.unique}",
             self.root / "src",
             links,
-            src.mac,
+            self.vm_mac,
             cmdline,
             socket=src.socket,
             guest_announce=self.guest_announce,
@@ -104,12 +108,12 @@ class CrossNodeMigration:
         self.vms["src"].connect_qmp()
         self.watch = PingWatch([self.root / k / "console.log" for k in ("src", "dst")]).start()
         Console(self.vms["src"].console_log).wait_for(r"VHP-PING-OK", timeout)
-        dst = self._pod("dst", self.target)
+        dst = self._pod("dst", self.target, self.vm_mac)
         vm = NodeQemu(
             f"vhp-dst-{self.unique}",
             self.root / "dst",
             links,
-            src.mac,
+            self.vm_mac,
             cmdline,
             incoming=True,
             socket=dst.socket,
@@ -129,45 +133,42 @@ class CrossNodeMigration:
             raise MigrationError("boot() first")
         src_vm, dst_vm = self.vms["src"], self.vms["dst"]
         src_pod = self.pods["src"]
-        mac, src_port = src_pod.mac, src_pod.port
+        src_port = src_pod.port
         t0 = time.monotonic()
         self.watch.wait_replies(10, t0, 30)
         tl = None
         if timeline:
             tl = Timeline(
-                [
-                    NodeWatch(ctx.run_dir.name, ctx.paths.ovs_dir, ctx.names.bridge("v"), src_pod.mac)
-                    for ctx in _unique_nodes(self.source, self.target, self.peer_node)
-                ],
+                [self._agent_watch(ctx) for ctx in _unique_nodes(self.source, self.target, self.peer_node)],
                 qemu_pid=dst_vm.pid,
             ).start()
             time.sleep(0.3)  # the pollers take their baselines
+        agents = [self._agent_watch(ctx) for ctx in _unique_nodes(self.source, self.target)]
+        for w in agents:
+            w.mark_agent_log()
         if self.target_nice and dst_vm.pid is not None:
             for tid in os.listdir(f"/proc/{dst_vm.pid}/task"):  # threads made later inherit it
                 with contextlib.suppress(ProcessLookupError):
                     os.setpriority(os.PRIO_PROCESS, int(tid), self.target_nice)
         res = migrate(src_vm, dst_vm, uri)
-        if src_vm.status() != "postmigrate":
-            raise MigrationError(f"source is {src_vm.status()!r} after the migration, not postmigrate")
-        forgot: dict[str, str] = {}
-        t_forget = None
-        if self.forget_mac:
-            for ctx, port in ((self.source, src_port), (self.target, self.pods["dst"].port)):
-                if ctx.run_dir.name not in forgot:
-                    why = vswitchd.forget_mac(ctx.paths.ovs_dir, ctx.names.bridge("v"), port, mac)
-                    forgot[ctx.run_dir.name] = "done" if why is None else why
-            t_forget = time.monotonic()
+        if (status := src_vm.status()) != "postmigrate":
+            raise MigrationError(f"source is {status!r} after the migration, not postmigrate")
         t_del = time.monotonic()
         src_vm.stop()
         deleted = src_pod.delete()
         wait_port_gone(self.source, src_port)
         t_gone = time.monotonic()
-        self.watch.wait_replies(10, time.monotonic(), 30)
+        try:
+            self.watch.wait_replies(10, time.monotonic(), 30)
+        except MigrationError as exc:  # whose silence: the guest's (sends nothing) or the network's (no replies back)
+            raise MigrationError(f"{exc}; {self._where_silent()}") from None
         time.sleep(settle)
         end = time.monotonic()
         gap, lost, since = self.watch.max_gap_at(res.started, end)
         offset = time.time() - time.monotonic()
         stop = next((wall - offset for ev, wall, _m in src_vm.events() if ev == "STOP"), res.completed)
+        dst = self.pods["dst"]
+        from_vm, to_vm = port_counters(self.target.paths.ovs_dir, self.target.names.bridge("v")).get(dst.port, (-1, -1))
         out: dict[str, Any] = {
             "source_node": self.source.run_dir.name,
             "target_node": self.target.run_dir.name,
@@ -183,16 +184,40 @@ class CrossNodeMigration:
             "interval_s": self.interval,
             "announce": self.announce or "QEMU defaults",
             "guest_announce": self.guest_announce,
-            "switches_forget_mac": forgot,
+            "vm_mac": self.vm_mac,
+            # the agents' forgetting of the VM's MAC (ms from the source's STOP), and the target port's packets since
+            # the VM resumed there (from it: QEMU's 5 RARP announces + the guest's frames), beside the replies it saw
+            "agents": [
+                {"ms": round((t - stop) * 1000, 1), "node": w.node, "what": what}
+                for w in agents
+                for t, what in sorted(w.agent_events())
+            ],
+            "target_port_packets": {"from_vm": from_vm, "to_vm": to_vm},
+            "replies_after_stop": self.watch.count_since(stop),
             "target_nice": self.target_nice,
             "deleted": deleted,
         }
         if tl is not None:
             tl.stop()
-            if t_forget is not None:
-                tl.add(t_forget, f"the VM's MAC forgotten by the switch of {', '.join(forgot)} (fdb/add + fdb/del)")
             out["timeline"] = self._timeline(tl, src_vm, dst_vm, res.started, res.completed, t_del, t_gone)
         return out
+
+    def _agent_watch(self, ctx: DemoContext) -> NodeWatch:
+        return NodeWatch(ctx.run_dir.name, ctx.paths.ovs_dir, ctx.names.bridge("v"), self.vm_mac, ctx.paths.agent_log)
+
+    def _where_silent(self) -> str:
+        """The target port's counters and where each node's switch has the VM's MAC, said in a silent run's error."""
+        said = []
+        dst = self.pods["dst"]
+        try:
+            rx, tx = port_counters(self.target.paths.ovs_dir, self.target.names.bridge("v")).get(dst.port, (-1, -1))
+            said.append(f"target port {dst.port}: {rx} packets from the VM, {tx} to it")
+        except MigrationError as exc:
+            said.append(str(exc))
+        for ctx in _unique_nodes(self.source, self.target, self.peer_node):
+            where = fdb_port(ctx.paths.ovs_dir, ctx.names.bridge("v"), self.vm_mac)
+            said.append(f"{ctx.run_dir.name} has the VM's MAC behind {where or 'no port'}")
+        return ", ".join(said)
 
     def _timeline(
         self, tl: Timeline, src: NodeQemu, dst: NodeQemu, started: float, completed: float, t_del: float, t_gone: float

@@ -99,6 +99,8 @@ class LaunchedPod:
     name: str
     subnet: str
     ip_range: tuple[str, str] | None = None
+    #: the interface MAC the CNI ADD asks for (``runtimeConfig.mac``, Multus's ``mac`` capability); "" lets it choose
+    mac_request: str = ""
     call: CniCall | None = None
     netns: str = ""
     made: list[str] = field(default_factory=list)
@@ -150,6 +152,9 @@ class LaunchedPod:
             conf = netconf(VM_NAD, ctx.paths, ctx.names.bridge("v"), device, devinfo, self.subnet)
             if self.ip_range:  # this node's own part of the subnet
                 conf["ipam"]["rangeStart"], conf["ipam"]["rangeEnd"] = self.ip_range
+            if self.mac_request:
+                conf["capabilities"]["mac"] = True
+                conf["runtimeConfig"]["mac"] = self.mac_request
             call = CniCall("vm", self.name, str(uuid.uuid4()), cid, str(pods.NETNS_DIR / self.netns), device, conf)
             self.call = call
             ctx.attach(ph, call)

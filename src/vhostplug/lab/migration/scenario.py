@@ -38,7 +38,7 @@ def migrate(
     timeout: float = 120.0,
 ) -> MigrationResult:
     """Precopy migration over QMP: ``migrate-incoming`` on the target, ``migrate`` on the source, poll to the end
-    (every 5 ms: what follows the switch-over, such as the switches forgetting the VM's MAC, should not wait)."""
+    (every 5 ms: what follows the switch-over, the source pod going away, should not wait)."""
     target.execute("migrate-incoming", uri=uri)
     source.execute("migrate-set-parameters", **{"downtime-limit": downtime_limit_ms, "max-bandwidth": max_bandwidth})
     started = time.monotonic()
@@ -59,11 +59,15 @@ def migrate(
                 source.execute("migrate_cancel")
             raise MigrationError(f"migration not done after {timeout:.0f}s: {info}")
         time.sleep(0.005)
-    # the target resumes on its own (autostart) once the stream is in
+    # the target resumes on its own (autostart) once the stream is in; the source may say finish-migrate a moment
+    # after query-migrate said completed, then postmigrate (what the callers check)
     deadline = time.monotonic() + 30
     while (st := target.status()) != "running":
         if time.monotonic() > deadline:
             raise MigrationError(f"target is {st!r} after the migration, not running")
+        time.sleep(0.005)
+    deadline = time.monotonic() + 2
+    while source.status() == "finish-migrate" and time.monotonic() < deadline:
         time.sleep(0.005)
     return MigrationResult(
         started=started,

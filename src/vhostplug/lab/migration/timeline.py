@@ -39,6 +39,9 @@ _LOG_KEYS = (
 )
 
 
+_AGENT_FORGOT = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*port (\S+) link (\w+): bridge \S+ forgot MAC ([0-9a-f:]+)( again)?"
+)
 _FLOW_ADD = re.compile(r"flow_add: .*?in_port\((\d+)\).*?eth\(src=([0-9a-f:]+),dst=[0-9a-f:]+\),eth_type\(0x0800\)")
 _FLOW_MOD = re.compile(r"flow_mod: .*?eth\(src=[0-9a-f:]+,dst=([0-9a-f:]+)\).*?old_actions:(\S+), actions:(\S+)")
 _DP_PORT = re.compile(r"^\s+(\S+) (?:\d+|LOCAL)/(\d+):", re.M)
@@ -93,8 +96,11 @@ class NodeWatch:
     ovs_dir: Path
     bridge: str
     mac: str
+    #: the node agent's log: when its switch forgot the VM's MAC on a port's link change (vhostplug.dataplane.macforget)
+    agent_log: Path | None = None
     events: list[tuple[float, str]] = field(default_factory=list)
     log_offset: int = 0
+    agent_offset: int = 0
     dp_ports: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -103,6 +109,7 @@ class NodeWatch:
 
     def arm(self) -> None:
         self.log_offset = self.log.stat().st_size if self.log.exists() else 0
+        self.mark_agent_log()
         add_rarp_flow(self.ovs_dir, self.bridge)
         show, _debug = vswitchd.call(self.ovs_dir, [["dpif/show"], ["vlog/set", "dpif_netdev:file:dbg"]], timeout=10)
         self.dp_ports = {n: name for name, n in _DP_PORT.findall(str(show.get("result") or ""))}
@@ -139,6 +146,34 @@ class NodeWatch:
                         when,
                         f"flows toward the VM re-pointed: {self._port(mod.group(2))} -> "
                         f"{self._port(mod.group(3))} (revalidator)",
+                    )
+                )
+        return out
+
+    def mark_agent_log(self) -> None:
+        """:meth:`agent_events` reads the agent's log from here on."""
+        if self.agent_log is not None and self.agent_log.exists():
+            self.agent_offset = self.agent_log.stat().st_size
+
+    def agent_events(self) -> list[tuple[float, str]]:
+        """The node agent's forgetting of the VM's MAC since :meth:`arm` (stamped by the agent to the ms, once done)."""
+        if self.agent_log is None:
+            return []
+        try:
+            with self.agent_log.open("rb") as f:
+                f.seek(self.agent_offset)
+                text = f.read().decode(errors="replace")
+        except OSError:
+            return []
+        offset = time.time() - time.monotonic()
+        out: list[tuple[float, str]] = []
+        for m in filter(None, map(_AGENT_FORGOT.match, text.splitlines())):
+            if m.group(4).lower() == self.mac.lower():
+                when = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp() - offset  # local time
+                out.append(
+                    (
+                        when,
+                        f"agent: port {m.group(2)} link {m.group(3)}, its MAC forgotten by the switch{m.group(5) or ''}",
                     )
                 )
         return out
@@ -262,5 +297,7 @@ class Timeline:
         """Every event as ``{"ms": since zero, "node", "what"}``, in time order."""
         rows: list[tuple[float, str, str]] = [(t, "-", what) for t, what in self.extra]
         for w in self.watches:
-            rows += [(t, w.node, what) for t, what in w.events + w.log_events(sockets) + w.flow_events()]
+            rows += [
+                (t, w.node, what) for t, what in w.events + w.log_events(sockets) + w.flow_events() + w.agent_events()
+            ]
         return [{"ms": round((t - zero) * 1000, 1), "node": n, "what": what} for t, n, what in sorted(rows)]
