@@ -7,15 +7,18 @@ every BENCH_INTERVAL s (default 0.02); the gap is the longest host-timestamped s
 from the serial consoles (it includes up to one ping interval), next to QEMU's own `downtime` from `query-migrate`.
 
 Runs BENCH_RUNS (default 5) migrations per mode, alternating same-node (a -> a) and cross-node (a -> b) so both see the
-same machine load, plus one timed run per mode whose timeline (QEMU, ovs-vswitchd log, port counters, RARP counter,
-MAC learning, ping replies) explains the gap; BENCH_ANNOUNCE=default keeps QEMU's announce timing (else the lab's
-fast announce, crossnode.FAST_ANNOUNCE) and BENCH_GUEST_ANNOUNCE=on lets the guest's driver announce (else QEMU does,
-by RARP through the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off keeps the nodes' switches from
-forgetting the VM's MAC at the switch-over (crossnode.CrossNodeMigration.forget_mac), BENCH_TARGET_NICE (default
--10, crossnode.CrossNodeMigration.target_nice) is the target QEMU's nice value. A run whose guest NIC stays
-silent after the
-switch-over (the known TCG flake) is counted and made again. BENCH_RUN_DIR reuses a two-node lab that is up (else one
-is brought up in a temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
+same machine load, plus one timed run per mode whose timeline (QEMU, ovs-vswitchd log, the agents' log, port
+counters, RARP counter, MAC learning, ping replies) explains the gap. Knobs: BENCH_PMD_MAXSLEEP_US (default 0,1000: one mode
+per value of a comma list, set live on both nodes before each run: how long an idle PMD may sleep,
+OVS 3.1 ``pmd-maxsleep``); BENCH_ANNOUNCE=default keeps QEMU's announce timing (else the lab's fast announce,
+crossnode.FAST_ANNOUNCE); BENCH_GUEST_ANNOUNCE=on lets the guest's driver announce (else QEMU does, by RARP through
+the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off brings the lab up with agents that keep a port's
+MAC when its link changes (dataplane.forgetMacOnLinkChange: false; by default each node's agent makes its switch
+forget the VM's MAC when the source port goes down and the target port comes up); BENCH_TARGET_NICE (default -10,
+crossnode.CrossNodeMigration.target_nice) is the target QEMU's nice value. A run whose guest NIC stays silent after
+the switch-over (the known TCG flake) is counted, said (the target port's counters, where each switch has the VM's
+MAC) and made again, twice at most. BENCH_RUN_DIR reuses a two-node lab that is up (else one is brought up in a
+temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
 Needs root and the lab guest.
 """
 
@@ -27,6 +30,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -35,12 +39,14 @@ from typing import Any
 
 from rich.console import Console
 
+from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab import cluster
 from vhostplug.lab.demo_context import DemoContext
 from vhostplug.lab.demo_node import stop_kubelet
 from vhostplug.lab.migration import MigrationError
 from vhostplug.lab.migration.crossnode import FAST_ANNOUNCE, CrossNodeMigration
 from vhostplug.lab.report import Progress
+from vhostplug.lab.stack import FORGET_MAC_ENV
 
 #: the known TCG flake of tests/functional/kubevirt/test_live_migration.py: no reply at all after the switch-over
 SILENT = re.compile(r"only 0 of \d+ ping replies")
@@ -50,6 +56,9 @@ GUEST_ANNOUNCE = os.environ.get("BENCH_GUEST_ANNOUNCE", "off") == "on"
 TARGET_NICE = int(os.environ.get("BENCH_TARGET_NICE", "-10"))
 FORGET = os.environ.get("BENCH_FORGET", "on") != "off"
 ANNOUNCE = None if os.environ.get("BENCH_ANNOUNCE") == "default" else FAST_ANNOUNCE
+#: BENCH_PMD_MAXSLEEP_US: the PMD sleeps to compare, comma-separated, each run of each mode once per value (0: the
+#: PMDs poll without pause, as a node's do; 1000: OVS 3.1's load-based sleep lets an idle PMD leave its core)
+PMD_SLEEPS = [int(v) for v in os.environ.get("BENCH_PMD_MAXSLEEP_US", "0,1000").split(",")]
 OUT = Path(os.environ.get("BENCH_OUT", Path(__file__).resolve().parent / "results" / "migration_downtime.json"))
 
 
@@ -64,7 +73,6 @@ def one(a: DemoContext, target: DemoContext, timeline: bool) -> dict[str, Any]:
         interval=INTERVAL,
         announce=ANNOUNCE,
         guest_announce=GUEST_ANNOUNCE,
-        forget_mac=FORGET,
         target_nice=TARGET_NICE,
     )
     try:
@@ -91,6 +99,24 @@ def kubelet_up(ctx: DemoContext) -> None:
     ctx.kubelet.wait_for(RESOURCE, lambda ds: len(ds) >= 4 and all(d.health == "Healthy" for d in ds), timeout=60)
 
 
+def pmd_maxsleep(ctx: DemoContext, us: int) -> None:
+    """The node's PMDs may sleep up to ``us`` µs while idle (OVS 3.1 ``other_config:pmd-maxsleep``, applied live)."""
+    ovsdb_rpc.transact(
+        ctx.ovs_endpoint,
+        [
+            {
+                "op": "mutate",
+                "table": "Open_vSwitch",
+                "where": [],
+                "mutations": [
+                    ["other_config", "delete", ["set", ["pmd-maxsleep"]]],
+                    ["other_config", "insert", ["map", [["pmd-maxsleep", str(us)]]]],
+                ],
+            }
+        ],
+    )
+
+
 def _load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
@@ -100,11 +126,22 @@ def main() -> None:
     run_dir = Path(os.environ.get("BENCH_RUN_DIR") or tempfile.mkdtemp(prefix="vhp-2m", dir="/tmp"))
     progress = Progress(Console(quiet=True))
     ctxs: list[DemoContext] = []
-    runs: dict[str, list[dict[str, Any]]] = {"same-node": [], "cross-node": []}
+    # one mode per target node and PMD sleep: "same-node", "cross-node" (+ ", pmd-maxsleep N us" when several)
+    named = [
+        (f"{where}{f', pmd-maxsleep {us} us' if len(PMD_SLEEPS) > 1 else ''}", where, us)
+        for us in PMD_SLEEPS
+        for where in ("same-node", "cross-node")
+    ]
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _w, _us in named}
     timelines: dict[str, Any] = {}
     silent = dict.fromkeys(runs, 0)
+    silent_said: list[str] = []
     loads = [_load()]
     try:
+        if not FORGET:
+            if not own:
+                raise SystemExit("BENCH_FORGET=off needs a lab of the bench's own (no BENCH_RUN_DIR)")
+            os.environ[FORGET_MAC_ENV] = "off"
         cluster.cluster_up(run_dir, nodes=2)
         ctxs = [DemoContext(d, progress) for d in cluster.nodes_of(run_dir)]
         for ctx in ctxs:
@@ -112,16 +149,22 @@ def main() -> None:
             ctx.ovs_endpoint = f"unix:{ctx.paths.ovs_dir / 'db.sock'}"
         a, b = ctxs
         for i in range(RUNS + 1):
-            for mode, target in (("same-node", a), ("cross-node", b)):
+            for mode, where, sleep_us in named:
+                target = a if where == "same-node" else b
+                for ctx in ctxs:
+                    pmd_maxsleep(ctx, sleep_us)
                 timed = i == RUNS
-                try:
-                    run = one(a, target, timeline=timed)
-                except MigrationError as exc:  # counted in the JSON, the run is made again
-                    if not SILENT.match(str(exc)):
-                        raise
-                    silent[mode] += 1
-                    print(f"{mode}: the guest's NIC stayed silent after the switch-over (known TCG flake)", flush=True)
-                    run = one(a, target, timeline=timed)
+                for attempt in range(3):
+                    try:
+                        run = one(a, target, timeline=timed)
+                        break
+                    except MigrationError as exc:  # counted in the JSON, the run is made again (twice at most)
+                        if not SILENT.match(str(exc)) or attempt == 2:
+                            raise
+                        silent[mode] += 1
+                        silent_said.append(str(exc))
+                        print(f"{mode}: silent after the switch-over (known TCG flake): {exc}", flush=True)
+                run["pmd_maxsleep_us"] = sleep_us
                 if timed:
                     timelines[mode] = run
                 else:
@@ -159,16 +202,18 @@ def main() -> None:
         "load_avg": loads,
         "cores": cpu,
         "cpu_layout": "both nodes' OVS PMDs on core 1 (pmd-cpu-mask 0x2), testpmd peer lcores on core 0, QEMU (TCG) "
-        f"and everything else unpinned; the target QEMU at nice {TARGET_NICE} from just before the migration",
+        f"and everything else unpinned; the target QEMU at nice {TARGET_NICE} from just before the migration; PMDs "
+        f"may sleep while idle up to (us, pmd-maxsleep, per mode): {PMD_SLEEPS}",
         "setup": f"two-node lab, TCG q35 256 MiB guest, vhost-user via each node's OVS-DPDK (no hugepages), devices "
         f"and ports from the nodes' agents, testpmd icmpecho peer pod on node-a, guest ping interval {INTERVAL} s, "
         f"precopy over a unix socket, downtime-limit 100 ms, announce {ANNOUNCE or 'QEMU defaults'}, "
-        f"guest_announce {'on' if GUEST_ANNOUNCE else 'off'}, the nodes' switches forget the VM's MAC at the switch-over: "
-        f"{'yes' if FORGET else 'no'}",
+        f"guest_announce {'on' if GUEST_ANNOUNCE else 'off'}, the nodes' agents make their switches forget a port's MAC on "
+        f"its link change: {'yes' if FORGET else 'no'}",
         "runs": runs,
         "summary": summary,
         "timeline_runs": timelines,
         "silent_nic_runs_redone": silent,
+        "silent_nic_runs_said": silent_said,
         "target_ms": 100,
     }
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -186,4 +231,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:]:  # no options: it is driven by BENCH_* variables (above)
+        print(__doc__)
+        raise SystemExit(0 if sys.argv[1] in ("-h", "--help") else 2)
     main()
