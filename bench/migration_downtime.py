@@ -16,8 +16,10 @@ the vhost-user backend: ``guest_announce=off``); BENCH_FORGET=off brings the lab
 MAC when its link changes (dataplane.forgetMacOnLinkChange: false; by default each node's agent makes its switch
 forget the VM's MAC when the source port goes down and the target port comes up); BENCH_TARGET_NICE (default -10,
 crossnode.CrossNodeMigration.target_nice) is the target QEMU's nice value. A run whose guest NIC stays silent after
-the switch-over (the known TCG flake) is counted, said (the target port's counters, where each switch has the VM's
-MAC) and made again, twice at most. BENCH_RUN_DIR reuses a two-node lab that is up (else one is brought up in a
+the switch-over (the guest's virtio-net driver finds a used-ring entry it never made and its ping locks up: a fault
+of the vhost-user migration between QEMU and OVS-DPDK here, see docs/benchmarks.md) is counted, said (the guest's
+console, the target port's counters, where each switch has the VM's MAC) and made again, twice at most; a mode whose
+run stays silent three times goes on without it. BENCH_RUN_DIR reuses a two-node lab that is up (else one is brought up in a
 temporary folder and taken down). Writes BENCH_OUT (default bench/results/migration_downtime.json).
 Needs root and the lab guest.
 """
@@ -48,7 +50,7 @@ from vhostplug.lab.migration.crossnode import FAST_ANNOUNCE, CrossNodeMigration
 from vhostplug.lab.report import Progress
 from vhostplug.lab.stack import FORGET_MAC_ENV
 
-#: the known TCG flake of tests/functional/kubevirt/test_live_migration.py: no reply at all after the switch-over
+#: a migrated guest whose virtio-net TX ring broke (see the docstring): no reply at all after the switch-over
 SILENT = re.compile(r"only 0 of \d+ ping replies")
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 INTERVAL = float(os.environ.get("BENCH_INTERVAL", "0.02"))
@@ -154,16 +156,19 @@ def main() -> None:
                 for ctx in ctxs:
                     pmd_maxsleep(ctx, sleep_us)
                 timed = i == RUNS
-                for attempt in range(3):
+                run = None
+                for _attempt in range(3):
                     try:
                         run = one(a, target, timeline=timed)
                         break
-                    except MigrationError as exc:  # counted in the JSON, the run is made again (twice at most)
-                        if not SILENT.match(str(exc)) or attempt == 2:
+                    except MigrationError as exc:  # counted and said in the JSON, the run is made again (twice)
+                        if not SILENT.match(str(exc)):
                             raise
                         silent[mode] += 1
-                        silent_said.append(str(exc))
-                        print(f"{mode}: silent after the switch-over (known TCG flake): {exc}", flush=True)
+                        silent_said.append(f"{mode}: {exc}")
+                        print(f"{mode}: silent after the switch-over: {exc}", flush=True)
+                if run is None:  # three times silent: said, and the bench goes on
+                    continue
                 run["pmd_maxsleep_us"] = sleep_us
                 if timed:
                     timelines[mode] = run

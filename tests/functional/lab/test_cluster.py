@@ -117,7 +117,7 @@ def test_a_vm_migrates_from_node_a_to_node_b(
     ctx_a, ctx_b = ctxs
     before = [_records(ctx) for ctx in ctxs]  # the cross-node pods' (removed at down)
     silent: list[str] = []
-    for attempt in range(2):  # the one tolerated flake of test_live_migration.py (TCG NIC silent after switch-over)
+    for attempt in range(2):  # the one tolerated flake of test_live_migration.py (its SILENT_AFTER_SWITCHOVER)
         root = short_dir / str(attempt)
         root.mkdir()
         mig = CrossNodeMigration(ctx_a, ctx_b, ctx_a, root, f"{unique[:5]}{attempt}", interval=0.05)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,8 +207,13 @@ class CrossNodeMigration:
         return NodeWatch(ctx.run_dir.name, ctx.paths.ovs_dir, ctx.names.bridge("v"), self.vm_mac, ctx.paths.agent_log)
 
     def _where_silent(self) -> str:
-        """The target port's counters and where each node's switch has the VM's MAC, said in a silent run's error."""
+        """What a silent run's error says: the guest kernel's complaints on the target's console (seen: its virtio-net
+        driver finding a used-ring entry it never made, ``output.0:id 0 is not a head!``, then ping stuck in a soft
+        lockup), the target port's counters, and where each node's switch has the VM's MAC."""
         said = []
+        with contextlib.suppress(OSError):
+            text = self.vms["dst"].console_log.read_text(errors="replace")
+            said += [ln.strip() for ln in text.splitlines() if re.search(r"virtio|BUG|lockup|Call Trace", ln)][:4]
         dst = self.pods["dst"]
         try:
             rx, tx = port_counters(self.target.paths.ovs_dir, self.target.names.bridge("v")).get(dst.port, (-1, -1))
