@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import require_root
+from tests.functional.kubevirt.test_live_migration import SILENT_AFTER_SWITCHOVER, ToleratedFlake
 from vhostplug.dataplane import ovsdb_rpc
 from vhostplug.lab import cluster
 from vhostplug.lab.demo_context import DemoContext
@@ -134,7 +135,7 @@ def test_a_vm_migrates_from_node_a_to_node_b(
             try:
                 run = mig.run(f"unix:{root}/mig.sock")
             except MigrationError as exc:
-                if re.match(r"only 0 of \d+ ping replies", str(exc)) and mig.vms["dst"].status() == "running":
+                if SILENT_AFTER_SWITCHOVER.match(str(exc)) and mig.vms["dst"].status() == "running":
                     silent.append(str(exc))
                     continue
                 raise
@@ -166,6 +167,8 @@ def test_a_vm_migrates_from_node_a_to_node_b(
             assert all("failed" not in line for line in done), done
     else:
         raise AssertionError(f"the guest's NIC stayed silent after the switch-over in both attempts: {silent}")
+    if silent:  # counted, not hidden: every judged assertion held for the second attempt
+        warnings.warn(ToleratedFlake(f"cross-node migration: 1 of 2 attempts silent: {silent[0]}"), stacklevel=1)
     # nothing of the migration is left on either node
     for ctx, had in zip(ctxs, before, strict=True):
         assert _records(ctx) == had
