@@ -100,9 +100,9 @@ class MacForgetter:
     in order, from a thread of its own; :attr:`done` keeps what each request answered (None: forgotten).
 
     After a link went down it looks once more, ``recheck`` seconds later, and forgets the MAC again if the bridge
-    knows it by then: frames the peer sent just before it stopped can still be learned behind the port after its
-    link went down, when the PMD that dequeued them ran late (two nodes' PMDs on one core: a lab timeline showed the
-    flows toward a migrating VM pointing at its dead source port again 6 ms after the first forgetting)."""
+    knows it by then (behind the dead port, or already where the VM now is: flooding until it is learned again costs
+    little): a lab timeline showed the flows toward a migrating VM pointing at its dead source port again 6 ms after
+    the first forgetting, learned from a frame the switch handled after the port's link went down."""
 
     def __init__(self, rundir: Path, timeout: float = 1.0, recheck: float = 0.02) -> None:
         self.rundir = rundir
