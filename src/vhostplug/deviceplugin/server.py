@@ -242,6 +242,9 @@ class ResourceServer:
             options=pb.DevicePluginOptions(pre_start_required=False, get_preferred_allocation_available=True),
         )
         self.register_attempts += 1
+        # the kubelet this attempt can reach, taken before it: a kubelet whose socket appears while the attempt
+        # fails is a new one, tried at once (taken after, it was waited out for the whole pause)
+        seen = self._kubelet_identity()
         try:
             with grpc.insecure_channel(f"unix:{kubelet}") as channel:
                 pb_grpc.RegistrationStub(channel).Register(request, timeout=self.register_timeout)  # type: ignore[no-untyped-call]
@@ -260,7 +263,7 @@ class ResourceServer:
                     error,
                 )
             self._register_error = error
-            self._kubelet_seen = self._kubelet_identity()
+            self._kubelet_seen = seen
             self._register_next = time.monotonic() + self._register_pause
             self._register_pause = min(self._register_pause * 2, REGISTER_BACKOFF[1])
             return False
