@@ -83,7 +83,11 @@ def test_link_down_forgets_in_one_write_and_again_if_learned_again(switch: FakeS
         switch.known.add(MAC)  # learned again behind the dead port by the time of the recheck
         down = LinkChange("vhu0", "br0", MAC, 7, "down")
         forgetter.seen(down)
-        _wait("the forgetting, the recheck and the second forgetting", lambda: len(switch.writes) >= 3)
+        # the switch keeps a write before the forgetter has read its answer: wait for both
+        _wait(
+            "the forgetting, the recheck and the second forgetting, answered",
+            lambda: len(switch.writes) >= 3 and len(forgetter.done) >= 2,
+        )
         assert switch.writes[0] == [["fdb/add", "br0", "vhu0", "7", MAC], ["fdb/del", "br0", "7", MAC]]
         assert switch.writes[1] == [["fdb/show", "br0"]]
         assert switch.writes[2] == switch.writes[0]
