@@ -168,8 +168,7 @@ class CrossNodeMigration:
         gap, lost, since = self.watch.max_gap_at(res.started, end)
         offset = time.time() - time.monotonic()
         stop = next((wall - offset for ev, wall, _m in src_vm.events() if ev == "STOP"), res.completed)
-        dst = self.pods["dst"]
-        from_vm, to_vm = port_counters(self.target.paths.ovs_dir, self.target.names.bridge("v")).get(dst.port, (-1, -1))
+        from_vm, to_vm = self._target_port_packets()
         out: dict[str, Any] = {
             "source_node": self.source.run_dir.name,
             "target_node": self.target.run_dir.name,
@@ -203,6 +202,11 @@ class CrossNodeMigration:
             out["timeline"] = self._timeline(tl, src_vm, dst_vm, res.started, res.completed, t_del, t_gone)
         return out
 
+    def _target_port_packets(self) -> tuple[int, int]:
+        """The target port's packets from the VM and to it as OVS counts them now; (-1, -1) when it is not listed."""
+        counters = port_counters(self.target.paths.ovs_dir, self.target.names.bridge("v"))
+        return counters.get(self.pods["dst"].port, (-1, -1))
+
     def _agent_watch(self, ctx: DemoContext) -> NodeWatch:
         return NodeWatch(ctx.run_dir.name, ctx.paths.ovs_dir, ctx.names.bridge("v"), self.vm_mac, ctx.paths.agent_log)
 
@@ -214,10 +218,9 @@ class CrossNodeMigration:
         with contextlib.suppress(OSError):
             text = self.vms["dst"].console_log.read_text(errors="replace")
             said += [ln.strip() for ln in text.splitlines() if re.search(r"virtio|BUG|lockup|Call Trace", ln)][:4]
-        dst = self.pods["dst"]
         try:
-            rx, tx = port_counters(self.target.paths.ovs_dir, self.target.names.bridge("v")).get(dst.port, (-1, -1))
-            said.append(f"target port {dst.port}: {rx} packets from the VM, {tx} to it")
+            rx, tx = self._target_port_packets()
+            said.append(f"target port {self.pods['dst'].port}: {rx} packets from the VM, {tx} to it")
         except MigrationError as exc:
             said.append(str(exc))
         for ctx in _unique_nodes(self.source, self.target, self.peer_node):

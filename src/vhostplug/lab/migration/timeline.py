@@ -67,6 +67,16 @@ def rarp_packets(ovs_dir: Path, bridge: str) -> int:
     return int(m.group(1)) if m else 0
 
 
+def _read_from(path: Path, offset: int) -> str:
+    """``path``'s text from byte ``offset`` on ("" when it cannot be read)."""
+    try:
+        with path.open("rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def fdb_port(ovs_dir: Path, bridge: str, mac: str) -> str | None:
     """The port number (OpenFlow) behind which ``bridge`` has learned ``mac``, or None."""
     proc = subprocess.run(
@@ -118,12 +128,7 @@ class NodeWatch:
         vswitchd.call(self.ovs_dir, [["vlog/set", "dpif_netdev:file:info"]], timeout=10)
 
     def _since_arm(self) -> str:
-        try:
-            with self.log.open("rb") as f:
-                f.seek(self.log_offset)
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
+        return _read_from(self.log, self.log_offset)
 
     def flow_events(self) -> list[tuple[float, str]]:
         """From the ``dpif_netdev`` debug lines: the datapath's first IP packet from the VM (its upcall: the guest is
@@ -159,12 +164,7 @@ class NodeWatch:
         """The node agent's forgetting of the VM's MAC since :meth:`arm` (stamped by the agent to the ms, once done)."""
         if self.agent_log is None:
             return []
-        try:
-            with self.agent_log.open("rb") as f:
-                f.seek(self.agent_offset)
-                text = f.read().decode(errors="replace")
-        except OSError:
-            return []
+        text = _read_from(self.agent_log, self.agent_offset)
         offset = time.time() - time.monotonic()
         out: list[tuple[float, str]] = []
         for m in filter(None, map(_AGENT_FORGOT.match, text.splitlines())):
