@@ -150,10 +150,9 @@ class MacForgetter:
 
     def _knows(self, change: LinkChange) -> bool:
         try:
-            (reply,) = vswitchd.call(self.rundir, [["fdb/show", change.bridge]], self.timeout)
+            return change.mac.lower() in vswitchd.fdb_show(self.rundir, change.bridge, self.timeout).lower()
         except vswitchd.UnixctlError:
             return False
-        return change.mac.lower() in str(reply.get("result") or "").lower()
 
     def _forget(self, change: LinkChange, again: str) -> bool:
         why = vswitchd.forget_mac(self.rundir, change.bridge, change.port, change.mac, change.vlan, self.timeout)

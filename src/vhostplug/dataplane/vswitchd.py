@@ -1,5 +1,5 @@
 """Is ovs-vswitchd alive and serving? Asked of the process itself, not of OVSDB's memory of it. And the few
-unixctl commands vhostplug sends it (:func:`call`, :func:`forget_mac`), over the same control socket.
+unixctl commands vhostplug sends it (:func:`call`, :func:`fdb_show`, :func:`forget_mac`), over the same control socket.
 
 OVSDB keeps ``dpdk_initialized=true`` after ovs-vswitchd died, so readiness asks the switch: its pidfile in the OVS
 run folder names the process, and its unixctl control socket (``ovs-vswitchd.<pid>.ctl``, or ``ovs-vswitchd.ctl``
@@ -84,6 +84,15 @@ def problem(rundir: Path, timeout: float = 1.0) -> str | None:
     if reply.get("error"):
         return f"ovs-vswitchd answered {control_socket(rundir)} with an error: {reply!r:.200}"
     return None
+
+
+def fdb_show(rundir: Path, bridge: str, timeout: float = 1.0) -> str:
+    """``bridge``'s MAC table as ``fdb/show`` prints it (``port VLAN MAC Age`` rows); :class:`UnixctlError` when the
+    switch could not be asked or answered with an error."""
+    (reply,) = call(rundir, [["fdb/show", bridge]], timeout)
+    if reply.get("error"):
+        raise UnixctlError(f"fdb/show {bridge}: {str(reply['error']).strip()}")
+    return str(reply.get("result") or "")
 
 
 def forget_mac(rundir: Path, bridge: str, port: str, mac: str, vlan: int = 0, timeout: float = 2.0) -> str | None:

@@ -26,8 +26,7 @@ MAC = "02:5e:00:00:0f:01"
 
 
 def _fdb(rundir: Path, bridge: str) -> str:
-    (reply,) = vswitchd.call(rundir, [["fdb/show", bridge]], timeout=5)
-    return str(reply.get("result") or "")
+    return vswitchd.fdb_show(rundir, bridge, timeout=5)
 
 
 def _wait(what: str, ok: Callable[[], bool], timeout: float = 15.0) -> None:
